@@ -1,0 +1,54 @@
+"""Prediction with a trained run: `Classifier.from_pretrained(RUN_DIR).predict(texts)`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import checkpoint, prompts
+from .config import TrainConfig
+from .evaluate import INVALID, _canonical, generate_texts
+from .models import load_model, load_tokenizer
+from .trainer import bf16_supported, pick_device
+
+
+class Classifier:
+    def __init__(self, model, tokenizer, labels: list[str], template: str, max_prompt_length: int = 512,
+                 max_new_tokens: int = 128, bf16: bool = False):
+        self.model, self.tokenizer, self.labels, self.template = model, tokenizer, labels, template
+        self.max_prompt_length, self.max_new_tokens, self.bf16 = max_prompt_length, max_new_tokens, bf16
+
+    @classmethod
+    def from_pretrained(cls, run_dir: str | Path, device: str = "auto", max_new_tokens: int | None = None):
+        """Load the latest checkpoint of a `gta train` run folder."""
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{run_dir} is not a gta run folder (no config.json)")
+        cfg = TrainConfig.load(run_dir / "config.json")
+        labels = json.loads((run_dir / "labels.json").read_text())
+        path = checkpoint.latest(run_dir)
+        if path is None:
+            raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
+        dev = pick_device(device)
+        if cfg.lora_r > 0:
+            model = load_model(cfg.model, dev, adapter=str(path), trust_remote_code=cfg.trust_remote_code)
+        else:
+            model = load_model(str(path), dev, trust_remote_code=cfg.trust_remote_code)
+        tokenizer = load_tokenizer(str(path))
+        return cls(model, tokenizer, labels, prompts.METHOD_TEMPLATE[cfg.method], cfg.max_prompt_length,
+                   max_new_tokens or cfg.max_completion_length, cfg.bf16 and bf16_supported(dev))
+
+    def predict(self, texts: list[str] | str, explain: bool = False, progress: bool = False):
+        """Labels (None where the output is not exactly in format or names no known label); with
+        explain=True, dicts with label, guess, think and the raw output."""
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        prompt_texts, _ = prompts.make_prompts(self.tokenizer, texts, self.labels, self.template, self.max_prompt_length)
+        outputs = generate_texts(self.model, self.tokenizer, prompt_texts, self.max_new_tokens, self.bf16,
+                                 progress=progress, desc="predicting")
+        results = []
+        for out in outputs:
+            p = prompts.parse(prompts.prime(self.template) + out, self.template)
+            label = _canonical(p.answer, self.labels) if p.exact else INVALID
+            label = None if label == INVALID else label
+            results.append({"label": label, "guess": p.guess, "think": p.think, "output": out} if explain else label)
+        return results[0] if single else results

@@ -1,0 +1,147 @@
+"""The `gta` command. Each subcommand parses its arguments and calls one library function."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, TrainConfig
+from .data import DataError
+from .models import ModelError
+
+USER_ERRORS = (ConfigError, DataError, ModelError, CheckpointError, FileNotFoundError)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, typed from its annotation."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        help_ = f"{f.metadata['help']} (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+            continue
+        base = [a for a in typing.get_args(kind) if a is not type(None)]
+        parser.add_argument(flag, type=base[0] if base else kind, default=f.default,
+                            choices=f.metadata.get("choices"), help=help_)
+
+
+def cmd_train(args) -> None:
+    from .trainer import train
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    run = train(TrainConfig(**values), resume=args.resume, progress=not args.no_progress)
+    print(f"[gta] run saved in {run}")
+
+
+def cmd_eval(args) -> None:
+    from .classifier import Classifier
+    from .data import check_labels, label_set, load_splits, stratified_subset
+    from .evaluate import evaluate_examples, format_report, write_results
+    from .models import load_model, load_tokenizer
+    from .prompts import METHOD_TEMPLATE
+    from .trainer import bf16_supported, pick_device
+
+    if args.run_dir:
+        clf = Classifier.from_pretrained(args.run_dir, args.device, args.max_new_tokens)
+        model, tokenizer, labels, template = clf.model, clf.tokenizer, clf.labels, clf.template
+        max_prompt, max_new, bf16 = clf.max_prompt_length, clf.max_new_tokens, clf.bf16
+        out_dir = Path(args.output or Path(args.run_dir) / "eval")
+    elif args.model:
+        dev = pick_device(args.device)
+        model, tokenizer = load_model(args.model, dev), load_tokenizer(args.model)
+        template = args.prompt or METHOD_TEMPLATE[args.method]
+        labels, max_prompt, max_new, bf16 = None, args.max_prompt_length, args.max_new_tokens or 128, bf16_supported(dev)
+        out_dir = Path(args.output or f"runs/zeroshot-{Path(args.model).name}-{template}-{args.dataset}") / "eval"
+    else:
+        raise ConfigError("give a RUN_DIR, or --model ID for a zero-shot evaluation of a base model")
+    splits = load_splits(args.dataset, args.data_dir, args.text_column, args.label_column)
+    if labels is None:
+        labels = label_set(splits["train"])
+    if args.split not in splits:
+        raise DataError(f"dataset {args.dataset!r} has no {args.split!r} split (has: {', '.join(splits)})")
+    check_labels(splits[args.split], labels, args.split)
+    examples = stratified_subset(splits[args.split], args.test_limit, args.seed)
+    metrics, records = evaluate_examples(model, tokenizer, examples, labels, template, max_new, max_prompt, bf16,
+                                         batch_size=args.batch_size)
+    metrics.update({"dataset": args.dataset, "split": args.split, "test_limit": args.test_limit, "seed": args.seed,
+                    "template": template, "model": args.model, "run_dir": args.run_dir})
+    write_results(out_dir, metrics, records)
+    print(format_report(metrics))
+    print(f"[gta] wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.jsonl'}")
+
+
+def cmd_predict(args) -> None:
+    from .classifier import Classifier
+
+    texts = list(args.texts)
+    if args.file:
+        texts += [line.rstrip("\n") for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ConfigError("no text to classify: pass texts, --file PATH, or lines on stdin")
+    clf = Classifier.from_pretrained(args.run_dir, args.device)
+    for text, result in zip(texts, clf.predict(texts, explain=args.explain)):
+        if args.explain:
+            print(f"label: {result['label']}\nguess: {result['guess']}\nthink: {result['think']}\n")
+        else:
+            print(result if result is not None else "<invalid>")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gta", description="GTA: Guess-Think-Answer training for text classification")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (sft, grpo, gta, gta-rl)")
+    _add_config_flags(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run (or a base model zero-shot) on a test split")
+    p.add_argument("run_dir", nargs="?", help="a gta train --output folder")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--split", default="test")
+    p.add_argument("--test-limit", type=int, default=None, help="seeded stratified subset of the split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="evaluate this base model zero-shot instead of a run")
+    p.add_argument("--method", default="gta", choices=["sft", "grpo", "gta", "gta-rl"],
+                   help="with --model: which method's prompt to use")
+    p.add_argument("--prompt", default=None, choices=["direct", "think", "gta"], help="with --model: the prompt")
+    p.add_argument("--max-prompt-length", type=int, default=512)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--output", default=None, help="folder for eval/ results (default RUN_DIR/eval)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classify texts with a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("texts", nargs="*", help="texts to classify (else --file, else stdin, one per line)")
+    p.add_argument("--file", default=None)
+    p.add_argument("--explain", action="store_true", help="also print the guess and the reasoning")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except USER_ERRORS as e:
+        print(f"gta: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

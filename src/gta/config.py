@@ -1,0 +1,108 @@
+"""One typed config per run. Every field is a `gta train` flag and is saved with the run."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+METHODS = ("sft", "grpo", "gta", "gta-rl")
+
+
+class ConfigError(ValueError):
+    """A config value or key that cannot be used; the message says what to change."""
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    method: str = _f("gta", "sft | grpo | gta | gta-rl", choices=METHODS)
+    model: str = _f("smollm2-135m", "built-in name, local HF folder or hub id")
+    dataset: str = _f("bbc_news", "sst5 | emotion | massive_scenario | bbc_news, or any name with --data-dir")
+    data_dir: str | None = _f(None, "folder of {train,validation,test}.jsonl|csv|parquet")
+    text_column: str = _f("text", "name of the text column")
+    label_column: str = _f("label", "name of the label column")
+    train_limit: int | None = _f(None, "seeded stratified subset of the train split")
+    output: str = _f("runs/gta", "run folder (config, labels, metrics.jsonl, checkpoints)")
+    seed: int = _f(0, "seed for data order, sampling and initialisation")
+    # model and precision
+    lora_r: int = _f(0, "LoRA rank; 0 = full fine-tuning")
+    lora_alpha: int = _f(32, "LoRA alpha")
+    bf16: bool = _f(True, "bf16 autocast (CPU with avx512_bf16, or CUDA)")
+    device: str = _f("auto", "auto | cpu | cuda")
+    trust_remote_code: bool = _f(False, "allow model code from the hub")
+    # batching and optimisation
+    batch_size: int = _f(4, "prompts per step (paper: per-device batch 4)")
+    micro_batch_size: int = _f(2, "prompts per forward/backward; gradients are accumulated over a step")
+    max_steps: int | None = _f(None, "stop after this many steps (default: --epochs passes over the data)")
+    epochs: float = _f(1.0, "passes over the train subset when --max-steps is not given (paper: 3-4)")
+    learning_rate: float = _f(1e-5, "AdamW learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    warmup_ratio: float = _f(0.0, "linear warm-up as a fraction of the optimizer updates")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm; 0 disables")
+    # GRPO (paper eq. 5), used by grpo, gta, gta-rl
+    num_generations: int = _f(16, "G: samples per prompt")
+    num_iterations: int = _f(4, "mu: optimizer updates per batch of rollouts (importance-sampling reuse)")
+    epsilon: float = _f(0.2, "epsilon: clip range of the ratio")
+    beta: float = _f(0.01, "beta: weight of the k3 KL to the reference model")
+    ref_sync_steps: int = _f(16, "refresh the reference from the policy every this many steps (0 = never)")
+    temperature: float = _f(1.0, "sampling temperature of rollouts")
+    max_completion_length: int = _f(128, "max new tokens per rollout / evaluation")
+    max_prompt_length: int = _f(512, "prompts are cut to this many tokens by truncating the text")
+    # GTA (paper eqs. 9-11)
+    lambda1: float = _f(1.0, "lambda1: weight of the guess SFT loss")
+    lambda2: float = _f(1.0, "lambda2: weight of the RL loss")
+    conflict: str = _f("drop", "drop (paper eq. 11) | project (PCGrad) | none", choices=("drop", "project", "none"))
+    # logging, evaluation, checkpoints
+    eval_every: int = _f(0, "evaluate on a validation subset every N steps (0 = never)")
+    eval_limit: int = _f(64, "size of that validation subset")
+    save_every: int = _f(50, "checkpoint every N steps (and always at the end)")
+    keep_checkpoints: int = _f(2, "how many checkpoints to keep")
+    log_every: int = _f(1, "write metrics every N steps")
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.conflict not in ("drop", "project", "none"):
+            raise ConfigError(f"unknown --conflict {self.conflict!r}; choose drop, project or none")
+        for name in ("batch_size", "micro_batch_size", "num_generations", "num_iterations", "max_completion_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.method != "sft" and self.num_generations < 2:
+            raise ConfigError("--num-generations must be >= 2: GRPO normalises rewards within a group")
+        if self.batch_size % self.micro_batch_size:
+            raise ConfigError(f"--batch-size {self.batch_size} must be a multiple of --micro-batch-size "
+                              f"{self.micro_batch_size}")
+
+    @property
+    def uses_rl(self) -> bool:
+        return self.method != "sft"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)

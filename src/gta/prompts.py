@@ -1,0 +1,110 @@
+"""Prompt templates (one per method) and the strict output parser.
+
+Every template asks for a tagged output and the assistant turn is *primed* with its first tag
+(`<guess>`, `<think>` or `<answer>`), for every method alike: SmolLM2-135M follows the tag format
+0/32 times zero-shot without priming and 5/32 with it (../shared/NOTES.md), so without priming most
+GRPO groups would start with equal rewards. The primed tag is part of the prompt tokens and counts as
+the start of the completion when parsing.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .data import normalize_label
+
+SYSTEM = "You are a careful text classifier."
+TEMPLATES = {  # template -> (instructions, output format, primed first tag)
+    "gta": (
+        "First guess the label, then think step by step about the text, then give the final label.",
+        "<guess>label</guess><think>reasoning</think><answer>label</answer>",
+        "<guess>",
+    ),
+    "think": (
+        "Think step by step about the text, then give the final label.",
+        "<think>reasoning</think><answer>label</answer>",
+        "<think>",
+    ),
+    "direct": ("Give the label only.", "<answer>label</answer>", "<answer>"),
+}
+METHOD_TEMPLATE = {"sft": "direct", "grpo": "think", "gta": "gta", "gta-rl": "gta"}
+
+_TAG = re.compile(r"</?(guess|think|answer)>")
+_PATTERNS = {
+    "gta": re.compile(r"\s*<guess>(.*?)</guess>\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.S),
+    "think": re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.S),
+    "direct": re.compile(r"\s*<answer>(.*?)</answer>\s*", re.S),
+}
+
+
+def user_message(text: str, labels: list[str], template: str) -> str:
+    instructions, fmt, _ = TEMPLATES[template]
+    return (f"Classify the text into one of these labels: {', '.join(labels)}.\n"
+            f"{instructions}\nReply exactly in this format: {fmt}\n\nText: {text}")
+
+
+def build_prompt(tokenizer, text: str, labels: list[str], template: str) -> str:
+    """The full prompt string: chat template with our short system message, ending with the primed tag."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_message(text, labels, template)}]
+    if getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:  # base models without a chat template
+        prompt = f"{SYSTEM}\n\n{messages[1]['content']}\n\n"
+    return prompt + TEMPLATES[template][2]
+
+
+def prime(template: str) -> str:
+    return TEMPLATES[template][2]
+
+
+@dataclass
+class Parsed:
+    guess: str | None
+    think: str | None
+    answer: str | None
+    exact: bool  # the whole output is exactly the template's tag structure, nothing before or after
+
+
+def parse(output: str, template: str) -> Parsed:
+    """Parse a completion *including* its primed first tag. Never raises.
+
+    Exact format: the tags appear once each, in order, nothing but whitespace outside them, no tag
+    inside a span, and the guess/answer spans are non-empty.
+    """
+    if not isinstance(output, str):
+        return Parsed(None, None, None, False)
+    m = _PATTERNS[template].fullmatch(output)
+    if m is None:
+        # Not exact: still extract what we can for logging (first answer/guess span), never for reward.
+        spans = {tag: re.search(rf"<{tag}>(.*?)</{tag}>", output, re.S) for tag in ("guess", "think", "answer")}
+        got = {t: (s.group(1).strip() if s else None) for t, s in spans.items()}
+        return Parsed(got["guess"], got["think"], got["answer"], False)
+    groups = list(m.groups())
+    names = {"gta": ("guess", "think", "answer"), "think": ("think", "answer"), "direct": ("answer",)}[template]
+    got = dict(zip(names, (g.strip() for g in groups)))
+    exact = (all(_TAG.search(g) is None for g in groups)
+             and all(got[k] for k in names if k != "think"))
+    return Parsed(got.get("guess"), got.get("think"), got.get("answer"), exact)
+
+
+def label_matches(predicted: str | None, gold: str) -> bool:
+    return predicted is not None and normalize_label(predicted) == normalize_label(gold)
+
+
+def make_prompts(tokenizer, texts: list[str], labels: list[str], template: str,
+                 max_prompt_length: int) -> tuple[list[str], int]:
+    """Prompts for many texts; a text too long for `max_prompt_length` prompt tokens is cut (its end
+    dropped) so the prompt fits. Returns (prompts, number of texts truncated)."""
+    overhead = len(tokenizer(build_prompt(tokenizer, "", labels, template), add_special_tokens=False)["input_ids"])
+    budget = max_prompt_length - overhead
+    if budget < 8:
+        raise ValueError(f"--max-prompt-length {max_prompt_length} leaves {budget} tokens for the text after the "
+                         f"{overhead}-token instructions; raise it")
+    out, truncated = [], 0
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > budget:
+            text = tokenizer.decode(ids[:budget])
+            truncated += 1
+        out.append(build_prompt(tokenizer, text, labels, template))
+    return out, truncated

@@ -1,0 +1,375 @@
+"""The training loop for sft, grpo, gta and gta-rl. One step (see README, "The algorithm"):
+
+  1. take the step's B prompts (seeded order, one epoch after another)
+  2. rollout: G completions per prompt, sampled from one prefill of that prompt
+  3. rewards: format + accuracy for each completion (guess accuracy logged, not rewarded)
+  4. advantages: rewards normalised within each group of G
+  5. masks: RL loss on completion tokens (gta: guess span excluded); gta: guess target = gold label
+  6. reference log-probs (no grad) when beta > 0
+  7. mu optimizer updates on this batch; each sums, over micro-batches, g_RL and (gta) g_SFT from one
+     shared-prefix forward, reduces them across processes, applies the conflict rule, clips, steps
+  8. refresh the reference every `ref_sync_steps`; log; evaluate; checkpoint
+
+sft skips 2-6: its step is cross-entropy on the label tokens of B examples, one optimizer update.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, data, losses, prompts, rollout
+from .config import ConfigError, TrainConfig, write_json_atomic
+from .conflict import combine
+from .models import load_model, load_tokenizer
+from .rewards import reward
+
+# Config fields that may change on --resume without changing the result of the steps already taken.
+RESUMABLE_CHANGES = {"max_steps", "eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every"}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda, but no CUDA device is available")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # CPU autocast runs everywhere; it is fast only with native bf16 (e.g. avx512_bf16, AMX)
+        return "avx512_bf16" in Path("/proc/cpuinfo").read_text() or "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True,
+                 reduce_gradients: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None):
+        self.cfg, self.progress = cfg, progress
+        # Seam for multi-process training: sums gradients across processes (identity in one process).
+        self.reduce_gradients = reduce_gradients or (lambda grads: grads)
+        self.run_dir = Path(cfg.output)
+        self._check_run_dir(resume)
+        self.device = pick_device(cfg.device)
+        self.bf16 = cfg.bf16 and bf16_supported(self.device)
+        if cfg.bf16 and not self.bf16:
+            print("[gta] bf16 autocast is not fast on this device; training in float32")
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+
+        # Data and prompts
+        splits = data.load_splits(cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column)
+        self.labels = data.label_set(splits["train"])
+        for name in ("validation", "test"):
+            if name in splits:
+                data.check_labels(splits[name], self.labels, name)
+        self.train_examples = data.stratified_subset(splits["train"], cfg.train_limit, cfg.seed)
+        self.eval_split = "validation" if "validation" in splits else "test"
+        self.eval_examples = data.stratified_subset(splits.get(self.eval_split, []), cfg.eval_limit, cfg.seed)
+        self.template = prompts.METHOD_TEMPLATE[cfg.method]
+        self.tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+        self.prompts, truncated = prompts.make_prompts(
+            self.tokenizer, [ex.text for ex in self.train_examples], self.labels, self.template, cfg.max_prompt_length)
+        if truncated:
+            print(f"[gta] {truncated} of {len(self.prompts)} training texts were cut to fit "
+                  f"--max-prompt-length {cfg.max_prompt_length}")
+        self.stop_ids = sorted({self.tokenizer.eos_token_id, self.tokenizer.pad_token_id})
+
+        # Model, optimizer, schedule
+        self.model = load_model(cfg.model, self.device, cfg.lora_r, cfg.lora_alpha,
+                                trust_remote_code=cfg.trust_remote_code)
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        steps_per_epoch = math.ceil(len(self.train_examples) / cfg.batch_size)
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        self.updates_per_step = cfg.num_iterations if cfg.uses_rl else 1
+        total_updates = self.total_steps * self.updates_per_step
+        warmup = int(cfg.warmup_ratio * total_updates)
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda u: min((u + 1) / max(1, warmup), max(0.0, (total_updates - u) / max(1, total_updates - warmup))))
+        # Reference policy: a snapshot of the trainable tensors, swapped in for its forwards. Works the same
+        # for full fine-tuning and LoRA (there the reference is base + the adapter at the last refresh).
+        self.reference = [p.detach().clone() for p in self.params] if cfg.uses_rl and cfg.beta != 0 else None
+
+        self.step = 0
+        self._order: tuple[int, list[int]] = (-1, [])
+        if resume and checkpoint.latest(self.run_dir) is not None:
+            self._resume()
+        else:
+            cfg.save(self.run_dir / "config.json")
+            write_json_atomic(self.run_dir / "labels.json", self.labels)
+        self.tb = self._tensorboard()
+
+    # ---------------------------------------------------------------- setup helpers
+    def _check_run_dir(self, resume: bool) -> None:
+        cfg_file = self.run_dir / "config.json"
+        if cfg_file.is_file():
+            if not resume:
+                raise ConfigError(f"{self.run_dir} already holds a run; pass --resume to continue it, "
+                                  "or choose another --output")
+            old = TrainConfig.load(cfg_file).to_dict()
+            changed = {k for k, v in self.cfg.to_dict().items() if old.get(k) != v} - RESUMABLE_CHANGES
+            if changed:
+                diff = ", ".join(f"{k}: {old[k]!r} -> {getattr(self.cfg, k)!r}" for k in sorted(changed))
+                raise ConfigError(f"--resume with a changed config ({diff}); use the run's settings or a new --output")
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise ConfigError(f"{self.run_dir} exists and is not empty, but holds no gta run; choose another --output")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _resume(self) -> None:
+        path = checkpoint.latest(self.run_dir)
+        checkpoint.load_weights(self.model, path)
+        self.step, ref = checkpoint.load_training_state(path, self.optimizer, self.scheduler)
+        if self.reference is not None and ref is not None:
+            self.reference = [ref[n].to(self.device) for n in self.names]
+        # Drop metrics logged after the checkpoint: those steps are run again.
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.is_file():
+            keep = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+            metrics.write_text("".join(line + "\n" for line in keep))
+        print(f"[gta] resumed {self.run_dir} from {path.name} (step {self.step})")
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # ---------------------------------------------------------------- small utilities
+    def batch_indices(self, step: int) -> list[int]:
+        """Indices of the step's B prompts: epoch after epoch, each a seeded permutation."""
+        n, B = len(self.prompts), self.cfg.batch_size
+        out = []
+        for k in range(step * B, (step + 1) * B):
+            epoch, i = divmod(k, n)
+            if self._order[0] != epoch:
+                self._order = (epoch, random.Random(self.cfg.seed * 100_003 + epoch).sample(range(n), n))
+            out.append(self._order[1][i])
+        return out
+
+    def generator(self, step: int) -> torch.Generator:
+        """Sampling randomness depends on (seed, step) only, so a resumed run samples what it would have."""
+        return torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + step)
+
+    @contextlib.contextmanager
+    def reference_weights(self):
+        """Temporarily swap the reference snapshot into the trainable tensors (no copy, pointer swap)."""
+        for i, p in enumerate(self.params):
+            p.data, self.reference[i] = self.reference[i], p.data
+        try:
+            yield
+        finally:
+            for i, p in enumerate(self.params):
+                p.data, self.reference[i] = self.reference[i], p.data
+
+    def encode(self, ids: list[int]) -> rollout.Prompts:
+        return rollout.encode_prompts(self.tokenizer, [self.prompts[i] for i in ids], self.device)
+
+    def target_ids(self, label: str, closing: str) -> list[int]:
+        ids = self.tokenizer(label + closing, add_special_tokens=False)["input_ids"]
+        return ids + ([self.tokenizer.eos_token_id] if closing == "</answer>" else [])
+
+    def apply_update(self, grads: list[torch.Tensor]) -> float:
+        for p, g in zip(self.params, grads):
+            p.grad = g
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm or float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    # ---------------------------------------------------------------- the steps
+    def sft_step(self, idx: list[int]) -> dict:
+        cfg, B = self.cfg, len(idx)
+        grads = [torch.zeros_like(p) for p in self.params]
+        loss_sum, tokens = 0.0, 0
+        for start in range(0, B, cfg.micro_batch_size):
+            mb = idx[start:start + cfg.micro_batch_size]
+            targets, tmask = rollout.pad_right(
+                [self.target_ids(self.train_examples[i].label, "</answer>") for i in mb],
+                self.tokenizer.pad_token_id, self.device)
+            logp, = rollout.shared_prefix_logprobs(self.model, self.encode(mb), [(targets, tmask, 1)], self.bf16)
+            loss = losses.sft_loss(logp, tmask, B)
+            for g, d in zip(grads, torch.autograd.grad(loss, self.params, allow_unused=True)):
+                if d is not None:
+                    g += d
+            loss_sum += float(loss.detach())
+            tokens += int(tmask.sum())
+        grad_norm = self.apply_update(self.reduce_gradients(grads))
+        return {"loss/sft": loss_sum, "grad_norm": grad_norm, "_tokens": tokens}
+
+    def rl_step(self, idx: list[int], step: int) -> dict:
+        cfg, tok, G, B = self.cfg, self.tokenizer, self.cfg.num_generations, len(idx)
+        gta = cfg.method == "gta"
+        metrics: dict[str, float] = {}
+
+        # 2. rollout: G completions per prompt from one prefill each
+        t0 = time.perf_counter()
+        self.model.eval()
+        batch = self.encode(idx)
+        completions, cmask = rollout.generate(self.model, batch, G, cfg.max_completion_length, self.stop_ids,
+                                              tok.pad_token_id, cfg.temperature, self.generator(step), self.bf16)
+        self.model.train()
+        metrics["rollout_s"] = time.perf_counter() - t0
+        rows = [c[: int(m.sum())] for c, m in zip(completions.tolist(), cmask)]  # valid tokens of each row
+        texts = [prompts.prime(self.template) + tok.decode(r, skip_special_tokens=True) for r in rows]
+
+        # 3. rewards
+        golds = [self.train_examples[i].label for i in idx for _ in range(G)]
+        parts = [reward(t, g, self.template) for t, g in zip(texts, golds)]
+        for key in ("total", "format", "accuracy"):
+            metrics[f"reward/{key}"] = sum(p[key] for p in parts) / len(parts)
+        if self.template == "gta":
+            metrics["guess/accuracy"] = sum(p["guess"] for p in parts) / len(parts)
+        rewards = torch.tensor([p["total"] for p in parts], dtype=torch.float32).view(B, G)
+
+        # 4. advantages, (B, G) -> (B*G,)
+        advantages = losses.group_advantages(rewards).view(-1).to(self.device)
+
+        # 5. masks: RL on all completion tokens, minus the guess span for gta; |o_i| = completion length
+        rl_mask = cmask.float()
+        if gta:
+            span = torch.tensor([rollout.guess_span_mask(tok, r, len(r)) + [0] * (cmask.shape[1] - len(r))
+                                 for r in rows], device=self.device)
+            rl_mask = rl_mask * (1 - span)
+        lengths = cmask.sum(dim=1).float()
+        metrics["completion_length"] = float(lengths.mean())
+
+        # Micro-batches of prompts; each carries its G completions, trimmed to its longest completion.
+        micro = []
+        for s in range(0, B, cfg.micro_batch_size):
+            rs = slice(s * G, (s + cfg.micro_batch_size) * G)
+            width = max(1, int(cmask[rs].sum(dim=1).max()))
+            mb = {"prompts": idx[s:s + cfg.micro_batch_size], "ids": completions[rs, :width],
+                  "cmask": cmask[rs, :width], "rl_mask": rl_mask[rs, :width], "adv": advantages[rs],
+                  "lengths": lengths[rs]}
+            if gta:
+                mb["guess"] = rollout.pad_right([self.target_ids(self.train_examples[i].label, "</guess>")
+                                                 for i in mb["prompts"]], tok.pad_token_id, self.device)
+            micro.append(mb)
+
+        # 6. reference log-probs (no grad)
+        if self.reference is not None:
+            with torch.no_grad(), self.reference_weights():
+                for mb in micro:
+                    mb["ref"], = rollout.shared_prefix_logprobs(
+                        self.model, self.encode(mb["prompts"]), [(mb["ids"], mb["cmask"], G)], self.bf16)
+
+        # 7. mu optimizer updates on this batch of rollouts
+        totals = {"loss/rl": 0.0, "loss/sft": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0,
+                  "conflict/cosine": 0.0, "conflict/sft_dropped": 0.0}
+        for it in range(cfg.num_iterations):
+            g_rl = [torch.zeros_like(p) for p in self.params]
+            g_sft = [torch.zeros_like(p) for p in self.params] if gta else None
+            kl_sum = clipped = tokens = 0.0
+            for mb in micro:
+                suffixes = [(mb["ids"], mb["cmask"], G)] + ([(*mb["guess"], 1)] if gta else [])
+                logps = rollout.shared_prefix_logprobs(self.model, self.encode(mb["prompts"]), suffixes, self.bf16)
+                if it == 0:  # the behaviour policy: parameters before this batch's first update
+                    mb["old"] = logps[0].detach()
+                l_rl, st = losses.grpo_loss(logps[0], mb["old"], mb.get("ref"), mb["adv"], mb["rl_mask"],
+                                            mb["lengths"], cfg.epsilon, cfg.beta, num_sequences=B * G)
+                _accumulate(g_rl, torch.autograd.grad(l_rl, self.params, retain_graph=gta, allow_unused=True))
+                if gta:
+                    l_sft = losses.sft_loss(logps[1], mb["guess"][1], num_examples=B)
+                    _accumulate(g_sft, torch.autograd.grad(l_sft, self.params, allow_unused=True))
+                    totals["loss/sft"] += float(l_sft.detach()) / cfg.num_iterations
+                totals["loss/rl"] += float(l_rl.detach()) / cfg.num_iterations
+                kl_sum += float(st["kl_sum"])
+                clipped += float(st["clipped_sum"])
+                tokens += float(st["tokens"])
+            totals["kl"] += kl_sum / max(tokens, 1) / cfg.num_iterations
+            totals["clip_fraction"] += clipped / max(tokens, 1) / cfg.num_iterations
+            g_rl = self.reduce_gradients(g_rl)
+            if gta:
+                g_sft = self.reduce_gradients(g_sft)
+                grads, info = combine(g_sft, g_rl, cfg.lambda1, cfg.lambda2, cfg.conflict)
+                totals["conflict/cosine"] += info["cosine"] / cfg.num_iterations
+                totals["conflict/sft_dropped"] += info["sft_dropped"] / cfg.num_iterations
+            else:
+                grads = [cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
+            totals["grad_norm"] += self.apply_update(grads) / cfg.num_iterations
+        if not gta:
+            for key in ("loss/sft", "conflict/cosine", "conflict/sft_dropped"):
+                totals.pop(key)
+        metrics.update(totals)
+        metrics["_tokens"] = float(lengths.sum())
+        return metrics
+
+    # ---------------------------------------------------------------- the loop
+    def train(self) -> Path:
+        cfg = self.cfg
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"gta train ({cfg.method})",
+                   disable=not self.progress, dynamic_ncols=True)
+        while self.step < self.total_steps:
+            t0 = time.perf_counter()
+            idx = self.batch_indices(self.step)  # 1.
+            m = self.sft_step(idx) if not cfg.uses_rl else self.rl_step(idx, self.step)  # 2.-7.
+            self.step += 1
+            if self.reference is not None and cfg.ref_sync_steps and self.step % cfg.ref_sync_steps == 0:  # 8.
+                for r, p in zip(self.reference, self.params):
+                    r.copy_(p.detach())
+            m["step_time_s"] = time.perf_counter() - t0
+            m["tokens_per_s"] = m.pop("_tokens") / m["step_time_s"]
+            m["lr"] = self.scheduler.get_last_lr()[0]
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.eval_examples:
+                m.update(self.evaluate())
+            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                self.log(m)
+            bar.update(1)
+            bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in m.items()
+                             if k in ("reward/accuracy", "guess/accuracy", "loss/sft", "eval/accuracy")})
+            if self.step % cfg.save_every == 0 or self.step == self.total_steps:
+                self.save()
+        bar.close()
+        if self.tb is not None:
+            self.tb.close()
+        return self.run_dir
+
+    def evaluate(self) -> dict:
+        from .evaluate import evaluate_examples
+
+        result, _ = evaluate_examples(self.model, self.tokenizer, self.eval_examples, self.labels, self.template,
+                                      self.cfg.max_completion_length, self.cfg.max_prompt_length, self.bf16,
+                                      progress=False)
+        self.model.train()
+        out = {"eval/accuracy": result["accuracy"], "eval/f1": result["f1_weighted"]}
+        if "guess_accuracy" in result:
+            out["eval/guess_accuracy"] = result["guess_accuracy"]
+        return out
+
+    def log(self, m: dict) -> None:
+        row = {"step": self.step, **{k: round(v, 6) for k, v in sorted(m.items())}}
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in m.items():
+                self.tb.add_scalar(k, v, self.step)
+
+    def save(self) -> Path:
+        ref = dict(zip(self.names, self.reference)) if self.reference is not None else None
+        return checkpoint.save(self.run_dir, self.step, self.model, self.tokenizer, self.optimizer, self.scheduler,
+                               ref, self.cfg.to_dict(), self.cfg.keep_checkpoints)
+
+
+def _accumulate(total: list[torch.Tensor], grads) -> None:
+    for t, g in zip(total, grads):
+        if g is not None:
+            t += g
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    return Trainer(cfg, resume=resume, progress=progress).train()
