@@ -1,0 +1,65 @@
+import pytest
+
+from gta.prompts import build_prompt, label_matches, make_prompts, parse
+from gta.rewards import reward
+
+GOOD = "<guess>sport</guess><think>It is about a match.</think><answer>sport</answer>"
+
+
+def test_parser_accepts_exact_format_with_whitespace():
+    p = parse(GOOD, "gta")
+    assert (p.guess, p.think, p.answer, p.exact) == ("sport", "It is about a match.", "sport", True)
+    p = parse("<guess> tech </guess>\n<think>\nchips\n</think>\n<answer>Business</answer>\n", "gta")
+    assert p.exact and p.guess == "tech" and p.answer == "Business"
+    assert parse("<think>x</think><answer>joy</answer>", "think").exact
+    assert parse("<answer>joy</answer>", "direct").exact
+
+
+@pytest.mark.parametrize("bad", [
+    "<guess>sport</guess><think>x</think>",  # no answer
+    "<think>x</think><guess>sport</guess><answer>sport</answer>",  # wrong order
+    "<guess>sport</guess><think>x <answer>tech</answer></think><answer>sport</answer>",  # nested tag
+    GOOD + " trailing words",  # text after
+    "Sure! " + GOOD,  # text before
+    "<guess></guess><think>x</think><answer>sport</answer>",  # empty guess
+    "<guess>sport</guess><think>x</think><answer> </answer>",  # empty answer
+    GOOD + "<answer>tech</answer>",  # repeated tag
+    "<guess>sport</guess><think>x</think><answer>sport",  # unclosed
+    "",
+])
+def test_parser_rejects_malformed(bad):
+    assert not parse(bad, "gta").exact
+
+
+def test_malformed_output_still_exposes_spans_for_logging_but_gets_no_reward():
+    p = parse("<guess>sport</guess> blah <answer>sport</answer>", "gta")
+    assert not p.exact and p.guess == "sport" and p.answer == "sport"
+    assert reward("<guess>sport</guess> blah <answer>sport</answer>", "sport", "gta")["total"] == 0
+
+
+def test_label_match_ignores_case_and_whitespace_only():
+    assert label_matches("  Very   Negative ", "very negative")
+    assert not label_matches("very-negative", "very negative")
+    assert not label_matches("sports", "sport")
+    assert not label_matches(None, "sport")
+
+
+def test_rewards_parts_and_total():
+    assert reward(GOOD, "sport", "gta") == {"total": 2.0, "format": 1.0, "accuracy": 1.0, "guess": 1.0}
+    wrong = GOOD.replace("<answer>sport", "<answer>tech")
+    assert reward(wrong, "sport", "gta") == {"total": 1.0, "format": 1.0, "accuracy": 0.0, "guess": 1.0}
+    assert reward("<think>x</think><answer>SPORT</answer>", "sport", "think") == {
+        "total": 2.0, "format": 1.0, "accuracy": 1.0}
+    assert reward("<answer>sport</answer> extra", "sport", "direct")["total"] == 0.0
+
+
+def test_prompt_lists_labels_ends_with_primed_tag_and_truncates(tokenizer):
+    labels = ["business", "sport"]
+    p = build_prompt(tokenizer, "Some text", labels, "gta")
+    assert p.endswith("<|im_start|>assistant\n<guess>") and "business, sport" in p
+    assert build_prompt(tokenizer, "x", labels, "think").endswith("<think>")
+    assert build_prompt(tokenizer, "x", labels, "direct").endswith("<answer>")
+    long_text = "word " * 2000
+    prompts, truncated = make_prompts(tokenizer, ["short text", long_text], labels, "gta", max_prompt_length=200)
+    assert truncated == 1
+    assert len(tokenizer(prompts[1], add_special_tokens=False)["input_ids"]) <= 202  # re-tokenising may merge

@@ -1,0 +1,37 @@
+"""The guess span in token positions, found through the tokenizer on SmolLM2's real tokenizer."""
+import pytest
+
+from gta.rollout import guess_span_mask
+
+
+@pytest.mark.parametrize("label", ["very negative", "entertainment", "play", "general_quirky", "very positive"])
+def test_guess_span_covers_label_and_closing_tag(tokenizer, label):
+    completion = f"{label}</guess><think>Because of the words used.</think><answer>{label}</answer>"
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    mask = guess_span_mask(tokenizer, ids, len(ids))
+    n = sum(mask)
+    assert mask == [1] * n + [0] * (len(ids) - n)  # a prefix
+    covered = tokenizer.decode(ids[:n])
+    before = tokenizer.decode(ids[: n - 1])
+    assert covered.startswith(label + "</guess>")  # the span includes the whole label and tag ...
+    assert "</guess>" not in before  # ... and is the shortest prefix that does
+    assert len(tokenizer(label, add_special_tokens=False)["input_ids"]) >= 1
+
+
+def test_multi_token_label_span_length(tokenizer):
+    label = "very negative"
+    ids = tokenizer(label + "</guess><think>t</think>", add_special_tokens=False)["input_ids"]
+    n_label = len(tokenizer(label, add_special_tokens=False)["input_ids"])
+    assert n_label >= 2
+    assert sum(guess_span_mask(tokenizer, ids, len(ids))) > n_label
+
+
+def test_no_closing_tag_means_no_span(tokenizer):
+    ids = tokenizer("sport but no closing tag", add_special_tokens=False)["input_ids"]
+    assert sum(guess_span_mask(tokenizer, ids, len(ids))) == 0
+
+
+def test_span_ignores_padding_after_valid_tokens(tokenizer):
+    ids = tokenizer("tech oops", add_special_tokens=False)["input_ids"]
+    pad = tokenizer("</guess>", add_special_tokens=False)["input_ids"]
+    assert sum(guess_span_mask(tokenizer, ids + pad, len(ids))) == 0

@@ -1,0 +1,116 @@
+"""Smoke runs of every method on a tiny random model, accumulation equivalence and checkpoints."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gta.classifier import Classifier
+from gta.config import ConfigError, TrainConfig
+from gta.trainer import Trainer
+
+
+def cfg(tmp_path, tiny_path, data_dir, **kw):
+    base = dict(model=tiny_path, dataset="emotion", data_dir=str(data_dir), train_limit=8, max_steps=2,
+                batch_size=2, micro_batch_size=1, num_generations=3, num_iterations=2, max_completion_length=12,
+                max_prompt_length=160, learning_rate=1e-3, bf16=False, output=str(tmp_path / "run"),
+                save_every=1, eval_every=2, eval_limit=4)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def varied_reward(text, gold, template):
+    """A reward that varies within groups even for a random model, so the RL path produces gradients."""
+    r = float(len(text) % 3)
+    return {"total": r, "format": 0.0, "accuracy": 0.0, "guess": 0.0}
+
+
+def params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("method", ["sft", "grpo", "gta", "gta-rl"])
+def test_smoke_each_method(tmp_path, tiny_path, data_dir, method):
+    c = cfg(tmp_path, tiny_path, data_dir, method=method)
+    trainer = Trainer(c, progress=False, reward_fn=varied_reward)
+    before = params(trainer.model)
+    trainer.train()
+    after = params(trainer.model)
+    assert any(not torch.equal(before[n], after[n]) for n in before), "no parameter changed"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert all(v == v and abs(v) != float("inf") for v in r.values()), r  # finite
+    keys = set(rows[0])
+    if method == "sft":
+        assert "loss/sft" in keys
+    else:
+        assert {"reward/total", "reward/format", "reward/accuracy", "loss/rl", "kl", "clip_fraction",
+                "completion_length", "tokens_per_s", "step_time_s"} <= keys
+    if method in ("gta", "gta-rl"):
+        assert "guess/accuracy" in keys
+    if method == "gta":
+        assert {"loss/sft", "conflict/cosine", "conflict/sft_dropped"} <= keys
+    assert "eval/accuracy" in rows[1]
+    # the checkpoint holds the trained weights, loadable by transformers and by the Classifier
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000002"
+    saved = load_file(ckpt / "model.safetensors")
+    assert all(torch.equal(saved[n], after[n]) for n in saved)
+    clf = Classifier.from_pretrained(tmp_path / "run", device="cpu")
+    assert all(torch.equal(p, after[n]) for n, p in clf.model.named_parameters() if n in saved)
+    out = clf.predict(["i feel great today"], explain=True)
+    assert set(out[0]) == {"label", "guess", "think", "output"}
+
+
+def test_gradient_accumulation_equivalence(tmp_path, tiny_path, data_dir):
+    """A step of 4 prompts: 2 micro-batches of 2 gives the same update as 1 micro-batch of 4."""
+    results = []
+    for micro in (2, 4):
+        c = cfg(tmp_path / f"m{micro}", tiny_path, data_dir, method="gta", batch_size=4, micro_batch_size=micro,
+                max_steps=1, eval_every=0)
+        t = Trainer(c, progress=False, reward_fn=varied_reward)
+        t.train()
+        results.append(params(t.model))
+    for n in results[0]:
+        assert torch.allclose(results[0][n], results[1][n], atol=1e-6), n
+
+
+def test_lora_run_saves_adapter_and_reference_refresh(tmp_path, tiny_path, data_dir):
+    c = cfg(tmp_path, tiny_path, data_dir, method="gta", lora_r=4, ref_sync_steps=1, eval_every=0)
+    t = Trainer(c, progress=False, reward_fn=varied_reward)
+    t.train()
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000002"
+    assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").is_file()
+    # refreshed at the last step: the reference equals the current adapter
+    assert all(torch.equal(r, p) for r, p in zip(t.reference, t.params))
+    clf = Classifier.from_pretrained(tmp_path / "run", device="cpu")
+    assert hasattr(clf.model, "peft_config")
+    adapter = load_file(ckpt / "adapter_model.safetensors")
+    loaded = {n: p for n, p in clf.model.named_parameters() if "lora_" in n}
+    assert len(adapter) == len(loaded) > 0
+
+
+def test_resume_continues_and_matches_uninterrupted(tmp_path, tiny_path, data_dir):
+    full = Trainer(cfg(tmp_path / "a", tiny_path, data_dir, method="gta", max_steps=3, eval_every=0), progress=False,
+                   reward_fn=varied_reward)
+    full.train()
+    part = Trainer(cfg(tmp_path / "b", tiny_path, data_dir, method="gta", max_steps=3, eval_every=0), progress=False,
+                   reward_fn=varied_reward)
+    part.train(until=2)  # as if killed after the step-2 checkpoint
+    resumed = Trainer(cfg(tmp_path / "b", tiny_path, data_dir, method="gta", max_steps=3, eval_every=0),
+                      resume=True, progress=False, reward_fn=varied_reward)
+    assert resumed.step == 2
+    resumed.train()
+    a, b = params(full.model), params(resumed.model)
+    assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    read = lambda d: [json.loads(x)["reward/total"] for x in (d / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert read(tmp_path / "a") == read(tmp_path / "b")
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, tiny_path, data_dir):
+    Trainer(cfg(tmp_path, tiny_path, data_dir, method="sft", max_steps=1, eval_every=0), progress=False).train()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        Trainer(cfg(tmp_path, tiny_path, data_dir, method="sft", max_steps=1, eval_every=0), progress=False)
+    with pytest.raises(ConfigError, match="changed config"):
+        Trainer(cfg(tmp_path, tiny_path, data_dir, method="sft", max_steps=1, eval_every=0, learning_rate=0.5),
+                resume=True, progress=False)
