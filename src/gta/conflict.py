@@ -11,13 +11,15 @@ MODES = ("drop", "project", "none")
 
 
 def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-    return sum((x.double() * y.double()).sum() for x, y in zip(a, b))
+    """sum_k a_k . b_k, each tensor's dot by BLAS (no temporaries: 0.1 s instead of 2 s at 135M
+    parameters here), the per-tensor results summed in float64."""
+    return sum(torch.dot(x.reshape(-1), y.reshape(-1)).double() for x, y in zip(a, b))
 
 
 def combine(
     g_sft: list[torch.Tensor], g_rl: list[torch.Tensor], lambda1: float, lambda2: float, mode: str = "drop"
 ) -> tuple[list[torch.Tensor], dict[str, float]]:
-    """Return the gradient to apply and {cosine, sft_dropped, projected}.
+    """Return the gradient to apply (written into g_rl's tensors) and {cosine, sft_dropped, projected}.
 
     drop (paper eq. 11): lambda1 g_SFT + lambda2 g_RL if g_SFT . g_RL > 0, else lambda2 g_RL alone.
     project (PCGrad, Yu et al. 2020): if the dot is negative, remove from g_SFT its component along g_RL,
@@ -34,13 +36,17 @@ def combine(
     n_sft, n_rl = _dot(g_sft, g_sft).sqrt(), _dot(g_rl, g_rl).sqrt()
     cosine = float(dot / (n_sft * n_rl)) if n_sft > 0 and n_rl > 0 else 0.0
     dropped = projected = False
+    # The result is built in place in g_rl's tensors (no 135M-parameter temporaries).
     if mode == "drop" and dot <= 0 and n_rl > 0:
         dropped = True
-        out = [lambda2 * r for r in g_rl]
+        torch._foreach_mul_(g_rl, lambda2)
     elif mode == "project" and dot < 0 and n_rl > 0:
         projected = True
         coef = float(dot / (n_rl * n_rl))
-        out = [lambda1 * (s - coef * r) + lambda2 * r for s, r in zip(g_sft, g_rl)]
+        # lambda1 (g_sft - coef g_rl) + lambda2 g_rl = lambda1 g_sft + (lambda2 - lambda1 coef) g_rl
+        torch._foreach_mul_(g_rl, lambda2 - lambda1 * coef)
+        torch._foreach_add_(g_rl, g_sft, alpha=lambda1)
     else:
-        out = [lambda1 * s + lambda2 * r for s, r in zip(g_sft, g_rl)]
-    return out, {"cosine": cosine, "sft_dropped": float(dropped), "projected": float(projected)}
+        torch._foreach_mul_(g_rl, lambda2)
+        torch._foreach_add_(g_rl, g_sft, alpha=lambda1)
+    return g_rl, {"cosine": cosine, "sft_dropped": float(dropped), "projected": float(projected)}

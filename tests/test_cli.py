@@ -1,0 +1,37 @@
+"""The CLI contract on a tiny model: train, eval, predict; user errors exit 2 with a clear message."""
+import json
+
+from gta.cli import main
+
+
+def test_train_eval_predict(tmp_path, tiny_path, data_dir, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--method", "gta", "--model", tiny_path, "--dataset", "bbc_news", "--data-dir",
+                 str(data_dir), "--train-limit", "8", "--max-steps", "2", "--num-generations", "4",
+                 "--max-completion-length", "16", "--max-prompt-length", "256", "--no-bf16", "--output", str(run),
+                 "--no-progress"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert main(["eval", str(run), "--dataset", "bbc_news", "--data-dir", str(data_dir), "--test-limit", "8"]) == 0
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 8 and {"accuracy", "f1_weighted", "guess_accuracy", "invalid_format_rate",
+                                  "per_class", "confusion_matrix"} <= set(metrics)
+    preds = [json.loads(x) for x in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 8 and {"text", "gold", "guess", "think", "answer", "correct"} <= set(preds[0])
+    capsys.readouterr()
+    assert main(["predict", str(run), "Shares in the bank rose 5% after profits beat forecasts"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
+
+
+def test_zero_shot_eval_of_a_base_model(tmp_path, tiny_path, data_dir):
+    out = tmp_path / "zs"
+    assert main(["eval", "--model", tiny_path, "--prompt", "think", "--dataset", "emotion", "--data-dir",
+                 str(data_dir), "--test-limit", "6", "--max-new-tokens", "8", "--output", str(out)]) == 0
+    assert json.loads((out / "eval" / "metrics.json").read_text())["template"] == "think"
+
+
+def test_user_errors_exit_2_with_message(tmp_path, data_dir, capsys):
+    assert main(["train", "--model", "no-such-model", "--dataset", "emotion", "--data-dir", str(data_dir),
+                 "--output", str(tmp_path / "r")]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "nothing"), "hi"]) == 2
+    assert "not a gta run folder" in capsys.readouterr().err
