@@ -65,3 +65,22 @@ def test_shared_prefix_update_equals_plain_pass(tiny_path, tokenizer):
     assert torch.allclose(loss_a, loss_b, atol=1e-6)
     for ga, gb in zip(grads_a, grads_b):
         assert torch.allclose(ga, gb, atol=1e-6, rtol=1e-4)
+
+
+def test_fast_label_scoring_picks_the_most_likely_label(tiny_path, tokenizer):
+    from gta.evaluate import score_labels
+
+    model, _ = _setup(tiny_path, tokenizer)
+    prompts = ["Classify: the match ended 2-1. <guess>", "Stocks fell. <guess>"]
+    labels = ["sport", "very negative", "business"]
+    fast = score_labels(model, tokenizer, prompts, labels, "</guess>", bf16=False)
+    # brute force: full forward of prompt + label for every pair
+    for prompt, got in zip(prompts, fast):
+        scores = []
+        for label in labels:
+            p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            t = tokenizer(label + "</guess>", add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([p + t])).logits[0, len(p) - 1:-1]
+            scores.append(float(rollout.token_logprobs(logits, torch.tensor(t)).sum()))
+        assert got == labels[max(range(len(labels)), key=scores.__getitem__)]

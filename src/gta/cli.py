@@ -86,7 +86,7 @@ def cmd_predict(args) -> None:
     if not texts:
         raise ConfigError("no text to classify: pass texts, --file PATH, or lines on stdin")
     clf = Classifier.from_pretrained(args.run_dir, args.device)
-    for text, result in zip(texts, clf.predict(texts, explain=args.explain)):
+    for text, result in zip(texts, clf.predict(texts, explain=args.explain, fast=args.fast)):
         if args.explain:
             print(f"label: {result['label']}\nguess: {result['guess']}\nthink: {result['think']}\n")
         else:
@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="texts to classify (else --file, else stdin, one per line)")
     p.add_argument("--file", default=None)
     p.add_argument("--explain", action="store_true", help="also print the guess and the reasoning")
+    p.add_argument("--fast", action="store_true",
+                   help="stop after the guess (label constrained to the label set): no reasoning, much faster")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
     return parser

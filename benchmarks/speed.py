@@ -1,0 +1,152 @@
+"""Speed of gta's shared-prefix rollouts and updates against the plain approach, on this machine.
+
+    python benchmarks/speed.py [--repeats 3] [--json PATH]
+
+Same model (SmolLM2-135M-Instruct), same prompts (emotion test tweets padded with their neighbours to
+about --prompt-tokens tokens), same lengths and sampling settings; the variants are interleaved and
+each figure is the median of --repeats runs. Prints measured figures only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from gta import rollout
+from gta.data import label_set, load_splits
+from gta.losses import grpo_loss
+from gta.models import load_tokenizer, resolve
+from gta.prompts import build_prompt
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_prompts(tokenizer, n: int, target_tokens: int, data_dir: Path) -> list[str]:
+    splits = load_splits("emotion", str(data_dir))
+    labels, test = label_set(splits["train"]), splits["test"]
+    out, i = [], 0
+    for _ in range(n):
+        text = ""
+        while True:  # grow the text until the prompt reaches the target length
+            candidate = (text + " " + test[i % len(test)].text).strip()
+            i += 1
+            if len(tokenizer(build_prompt(tokenizer, candidate, labels, "gta"))["input_ids"]) > target_tokens:
+                break
+            text = candidate
+        out.append(build_prompt(tokenizer, text, labels, "gta"))
+    return out
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=4, help="B")
+    ap.add_argument("--generations", type=int, default=8, help="G")
+    ap.add_argument("--prompt-tokens", type=int, default=120)
+    ap.add_argument("--new-tokens", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--data-dir", default=str(DATA))
+    ap.add_argument("--json", default=None, help="also write every figure here")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    path = resolve("smollm2-135m")
+    tok = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.eval()
+    B, G, L = args.prompts, args.generations, args.new_tokens
+    batch = rollout.encode_prompts(tok, make_prompts(tok, B, args.prompt_tokens, Path(args.data_dir)), "cpu")
+    P = batch.input_ids.shape[1]
+    print(f"model SmolLM2-135M, {torch.get_num_threads()} threads, B={B} prompts of {P} tokens, G={G}, "
+          f"{L} new tokens, {args.repeats} repeats (medians)")
+
+    # -- ceiling: bf16 matmul on this machine
+    a, b = torch.randn(2048, 2048, dtype=torch.bfloat16), torch.randn(2048, 2048, dtype=torch.bfloat16)
+    a @ b
+    ceiling = statistics.median(2 * 2048 ** 3 * 10 / timed(lambda: [a @ b for _ in range(10)])[0]
+                                for _ in range(3)) / 1e9
+
+    # -- rollouts: fixed length (no early stop) so both variants generate exactly B*G*L tokens
+    def ours_rollout():
+        return rollout.generate(model, batch, G, L, stop_ids=[-1], pad_id=tok.pad_token_id, temperature=1.0,
+                                generator=torch.Generator().manual_seed(0), bf16=True)
+
+    def plain_rollout(dtype):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                return model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=True,
+                                      temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=L, min_new_tokens=L,
+                                      num_return_sequences=G, pad_token_id=tok.pad_token_id)
+        return run
+
+    # -- updates: GRPO loss forward+backward over the B*G sampled sequences, bf16 autocast
+    ids, cmask = ours_rollout()
+    adv = torch.randn(B * G)
+    params = [p for p in model.parameters()]
+
+    def loss_of(logp):
+        return grpo_loss(logp, logp.detach(), None, adv, cmask.float(), cmask.sum(1).float(), 0.2, 0.0, B * G)[0]
+
+    def ours_update():
+        logp, = rollout.shared_prefix_logprobs(model, batch, [(ids, cmask, G)], bf16=True)
+        torch.autograd.grad(loss_of(logp), params)
+
+    def plain_update():
+        full = torch.cat([batch.input_ids.repeat_interleave(G, 0), ids], 1)
+        attn = torch.cat([batch.attention_mask.repeat_interleave(G, 0), cmask], 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=full, attention_mask=attn,
+                           position_ids=(attn.cumsum(1) - 1).clamp(min=0)).logits[:, P - 1:-1]
+            logp = rollout.token_logprobs(logits, ids) * cmask
+        torch.autograd.grad(loss_of(logp), params)
+
+    variants = {"rollout_ours": ours_rollout, "rollout_plain_fp32": plain_rollout("fp32"),
+                "rollout_plain_bf16": plain_rollout("bf16"), "update_ours": ours_update, "update_plain": plain_update}
+    times = {k: [] for k in variants}
+    for _ in range(args.repeats):  # interleaved
+        for k, fn in variants.items():
+            times[k].append(timed(fn)[0])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    tokens = B * G * L
+    n_params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    # useful FLOPs of our update: forward 2*N per token on prompt + completion tokens (LM head only on the
+    # completion tokens), backward 2x forward
+    head = model.get_output_embeddings().weight.numel()
+    body = n_params - head if not model.config.tie_word_embeddings else n_params
+    useful = 3 * (2 * body * (B * P + B * G * L) + 2 * head * B * G * L)
+    res = {
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "shape": {"B": B, "G": G, "prompt_tokens": P, "new_tokens": L},
+        "seconds": med, "bf16_matmul_gflops": ceiling,
+        "rollout_tokens_per_s": {k: tokens / med[k] for k in ("rollout_ours", "rollout_plain_fp32", "rollout_plain_bf16")},
+        "update_tokens_per_s": {k: tokens / med[k] for k in ("update_ours", "update_plain")},
+        "rollout_vs_plain": med["rollout_plain_fp32"] / med["rollout_ours"],
+        "rollout_vs_plain_bf16": med["rollout_plain_bf16"] / med["rollout_ours"],
+        "update_vs_plain": med["update_plain"] / med["update_ours"],
+        "useful_gflops": useful / med["update_ours"] / 1e9,
+    }
+    res["flops_fraction"] = res["useful_gflops"] / ceiling
+    print(f"bf16 matmul ceiling          {ceiling:8.1f} GFLOP/s")
+    for k in ("rollout_ours", "rollout_plain_fp32", "rollout_plain_bf16"):
+        print(f"{k:<28} {med[k]:8.2f} s  {tokens / med[k]:8.1f} tokens/s")
+    for k in ("update_ours", "update_plain"):
+        print(f"{k:<28} {med[k]:8.2f} s  {tokens / med[k]:8.1f} completion tokens/s")
+    print(f"rollout: ours / plain generate fp32 = {res['rollout_vs_plain']:.2f}x, bf16 = {res['rollout_vs_plain_bf16']:.2f}x")
+    print(f"update:  ours / plain pass = {res['update_vs_plain']:.2f}x; useful {res['useful_gflops']:.1f} GFLOP/s = "
+          f"{res['flops_fraction']:.0%} of the bf16 ceiling")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
