@@ -82,6 +82,21 @@ def load_weights(model, path: Path) -> None:
         model.tie_weights()
 
 
+def verify(path: Path) -> None:
+    """Check that a checkpoint's safetensors files are readable (their headers only: cheap)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{path} holds no .safetensors weights; the checkpoint is incomplete")
+    for file in files:
+        try:
+            with safe_open(file, framework="pt") as f:
+                f.keys()
+        except Exception as e:
+            raise CheckpointError(f"{file} is unreadable or corrupt ({e})") from None
+
+
 def _load(file: Path) -> dict:
     if not file.is_file():
         raise CheckpointError(f"{file} is missing; the checkpoint is incomplete")
@@ -98,8 +113,10 @@ def load_training_state(path: Path, optimizer, scheduler) -> tuple[int, dict | N
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         rng = torch.load(path / "rng.pt", weights_only=True)
-    except (OSError, json.JSONDecodeError, RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({e})") from None
+    except Exception as e:  # torch.load raises several unrelated types (UnpicklingError, RuntimeError, EOFError)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({first}); delete it to resume "
+                              "from the previous one") from None
     torch.set_rng_state(rng["torch"])
     version, internal, gauss = state["python_rng"]
     random.setstate((version, tuple(internal), gauss))

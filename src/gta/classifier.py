@@ -28,6 +28,7 @@ class Classifier:
         path = checkpoint.latest(run_dir)
         if path is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
+        checkpoint.verify(path)
         dev = pick_device(device)
         if cfg.lora_r > 0:
             model = load_model(cfg.model, dev, adapter=str(path), trust_remote_code=cfg.trust_remote_code)

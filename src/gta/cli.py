@@ -94,16 +94,17 @@ def cmd_predict(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gta", description="GTA: Guess-Think-Answer training for text classification")
+    parser = argparse.ArgumentParser(prog="gta", description="GTA: Guess-Think-Answer training for text classification",
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model (sft, grpo, gta, gta-rl)")
+    p = sub.add_parser("train", help="train a model (sft, grpo, gta, gta-rl)", allow_abbrev=False)
     _add_config_flags(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run (or a base model zero-shot) on a test split")
+    p = sub.add_parser("eval", help="evaluate a run (or a base model zero-shot) on a test split", allow_abbrev=False)
     p.add_argument("run_dir", nargs="?", help="a gta train --output folder")
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-dir", default=None)
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="folder for eval/ results (default RUN_DIR/eval)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="classify texts with a trained run")
+    p = sub.add_parser("predict", help="classify texts with a trained run", allow_abbrev=False)
     p.add_argument("run_dir")
     p.add_argument("texts", nargs="*", help="texts to classify (else --file, else stdin, one per line)")
     p.add_argument("--file", default=None)

@@ -12,7 +12,8 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers import Cache, DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 
 @dataclass
@@ -72,6 +73,28 @@ def expand_cache(kv, repeat: int) -> DynamicCache:
                                         for k, v in kv])
 
 
+class _ReservedLayer(DynamicLayer):
+    """A KV-cache layer with room reserved for `extra` more tokens: decoding writes each new token in place
+    instead of re-concatenating the whole cache every step (torch.cat was ~15% of a rollout here).
+    For no-grad decoding only."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, extra: int):
+        super().__init__()
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        n = keys.shape[-2]
+        self._k = keys.new_empty(*keys.shape[:-2], n + extra, keys.shape[-1])
+        self._v = values.new_empty(*values.shape[:-2], n + extra, values.shape[-1])
+        self._k[..., :n, :], self._v[..., :n, :] = keys, values
+        self.keys, self.values = self._k[..., :n, :], self._v[..., :n, :]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        n, k = self.keys.shape[-2], key_states.shape[-2]
+        self._k[..., n:n + k, :] = key_states
+        self._v[..., n:n + k, :] = value_states
+        self.keys, self.values = self._k[..., :n + k, :], self._v[..., :n + k, :]
+        return self.keys, self.values
+
+
 def sample_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     """Sample one token per row from softmax(logits / T), (N, V) -> (N,); T = 0 means greedy.
 
@@ -97,7 +120,8 @@ def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, sto
     G = num_samples
     with autocast(device, bf16):
         kv, logits = prompt_forward(model, prompts)
-        cache = expand_cache(kv, G)
+        cache = Cache(layers=[_ReservedLayer(k.repeat_interleave(G, 0), v.repeat_interleave(G, 0), max_new_tokens)
+                              for k, v in kv])
         logits = logits.repeat_interleave(G, 0)  # (N, V)
         mask = prompts.attention_mask.repeat_interleave(G, 0)  # (N, P)
         pos = prompts.lengths.repeat_interleave(G, 0)  # (N,)

@@ -1,0 +1,134 @@
+"""Reproduce the paper's experiments at CPU scale for one dataset (issue: paper reproduction).
+
+    python benchmarks/paper.py --dataset emotion [--data-dir ../shared/data] [--runs runs/paper]
+
+Runs, in order, each skipped when already finished (so the script resumes after an interruption, and a
+killed training run continues from its latest checkpoint): Base zero-shot with the direct and the think
+prompt, SFT, GRPO, GTA (and GTA(RL) for sst5), then evaluates every trained model on the test subset, and
+writes benchmarks/results/DATASET.json with every figure, the exact configs, seeds, subset sizes, wall
+times, the machine, and the training metrics behind the plots. The protocol is in docs/results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+# One protocol for every dataset and method (see docs/results.md for why each value).
+PROTOCOL = {
+    "model": "smollm2-135m",
+    "seed": 0,
+    "train_limit": 512,  # seeded stratified subset of train, the same for every method
+    "test_limit": 1000,  # seeded stratified subset of test (bbc_news: its full test split of 1,000)
+    "eval_limit": 100,  # held-out subset for the accuracy-over-steps curves
+    "epochs": 1,  # passes over the 512 examples, every method
+    "batch_size": 4,  # prompts per step (paper: per-device batch 4)
+    "micro_batch_size": 2,
+    "learning_rate": 1e-5,
+    "max_prompt_length": 256,
+    "bf16": True,
+    # RL (grpo, gta, gta-rl); the paper: G=16, mu=4, beta=0.01, eps=0.2
+    "num_generations": 8,
+    "num_iterations": 1,
+    "beta": 0.01,
+    "epsilon": 0.2,
+    "ref_sync_steps": 16,
+    "max_completion_length": 96,
+    "eval_every": 16,
+}
+TRAIN_KEYS = ["model", "seed", "train_limit", "epochs", "batch_size", "micro_batch_size", "learning_rate",
+              "max_prompt_length", "num_generations", "num_iterations", "beta", "epsilon", "ref_sync_steps",
+              "max_completion_length", "eval_every", "eval_limit"]
+
+
+def run(cmd: list[str], log: Path) -> float:
+    """Run a gta command, appending its output to log; return its wall time in seconds."""
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.time()
+    with log.open("a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
+    return time.time() - t0
+
+
+def gta(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gta", *args]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", required=True, choices=["sst5", "emotion", "massive_scenario", "bbc_news"])
+    ap.add_argument("--data-dir", default=str(DATA))
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "paper"))
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+    p, ds = PROTOCOL, args.dataset
+    runs = Path(args.runs) / ds
+    runs.mkdir(parents=True, exist_ok=True)
+    log = runs / "log.txt"
+    out_file = Path(args.results) / f"{ds}.json"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(out_file.read_text()) if out_file.is_file() else {}
+    results.update({"dataset": ds, "protocol": p, "machine": machine()})
+    results.setdefault("runs", {})
+    common = ["--dataset", ds, "--data-dir", args.data_dir, "--test-limit", str(p["test_limit"]), "--seed", str(p["seed"])]
+
+    def save():
+        tmp = out_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(out_file)
+
+    # Base model, zero-shot
+    for prompt in ("direct", "think"):
+        name = f"base-{prompt}"
+        if name in results["runs"]:
+            continue
+        out = runs / name
+        wall = run(gta("eval", "--model", p["model"], "--prompt", prompt, "--max-new-tokens",
+                       str(p["max_completion_length"]), "--max-prompt-length", str(p["max_prompt_length"]),
+                       "--output", str(out), *common), log)
+        results["runs"][name] = {"eval": json.loads((out / "eval" / "metrics.json").read_text()), "eval_wall_s": wall}
+        save()
+
+    methods = ["sft", "grpo", "gta"] + (["gta-rl"] if ds == "sst5" else [])
+    for method in methods:
+        if method in results["runs"]:
+            continue
+        out = runs / method
+        flags = ["--method", method, "--dataset", ds, "--data-dir", args.data_dir, "--output", str(out), "--no-progress"]
+        for k in TRAIN_KEYS:
+            flags += [f"--{k.replace('_', '-')}", str(p[k])]
+        flags += ["--bf16" if p["bf16"] else "--no-bf16", "--save-every", "16"]
+        if (out / "config.json").is_file():
+            flags.append("--resume")
+        train_wall = run(gta("train", *flags), log)
+        eval_wall = run(gta("eval", str(out), *common), log)
+        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        results["runs"][method] = {
+            "config": json.loads((out / "config.json").read_text()),
+            "eval": json.loads((out / "eval" / "metrics.json").read_text()),
+            "train_wall_s": train_wall, "eval_wall_s": eval_wall, "metrics": metrics,
+        }
+        save()
+    print(f"wrote {out_file}")
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}
+
+
+if __name__ == "__main__":
+    main()
