@@ -117,8 +117,27 @@ def main() -> None:
             "eval": json.loads((out / "eval" / "metrics.json").read_text()),
             "train_wall_s": train_wall, "eval_wall_s": eval_wall, "metrics": metrics,
         }
+        if method in ("gta", "gta-rl"):
+            results["runs"][method]["transitions"] = transitions(out / "eval" / "predictions.jsonl")
         save()
     print(f"wrote {out_file}")
+
+
+def transitions(pred_file: Path) -> dict:
+    """Guess -> answer outcomes on the test subset (Fig. 7) and the first three corrected guesses."""
+    from gta.prompts import label_matches
+
+    counts = {"wrong->right": 0, "right->wrong": 0, "both right": 0, "both wrong": 0}
+    examples = []
+    for line in pred_file.read_text().splitlines():
+        r = json.loads(line)
+        guess_ok = r["exact_format"] and label_matches(r["guess"], r["gold"])
+        key = {(False, True): "wrong->right", (True, False): "right->wrong", (True, True): "both right",
+               (False, False): "both wrong"}[(guess_ok, r["correct"])]
+        counts[key] += 1
+        if key == "wrong->right" and len(examples) < 3:
+            examples.append({k: r[k] for k in ("text", "gold", "guess", "think", "answer")})
+    return {"counts": counts, "examples": examples}
 
 
 def machine() -> dict:

@@ -114,6 +114,7 @@ class Trainer:
         else:
             cfg.save(self.run_dir / "config.json")
             write_json_atomic(self.run_dir / "labels.json", self.labels)
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)  # from a run killed before its first checkpoint
         self.tb = self._tensorboard()
 
     # ---------------------------------------------------------------- setup helpers
@@ -138,11 +139,19 @@ class Trainer:
         self.step, ref = checkpoint.load_training_state(path, self.optimizer, self.scheduler)
         if self.reference is not None and ref is not None:
             self.reference = [ref[n].to(self.device) for n in self.names]
-        # Drop metrics logged after the checkpoint: those steps are run again.
+        # Drop metrics logged after the checkpoint (those steps run again) and a line cut short by a kill.
         metrics = self.run_dir / "metrics.jsonl"
         if metrics.is_file():
-            keep = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
-            metrics.write_text("".join(line + "\n" for line in keep))
+            keep = []
+            for line in metrics.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= self.step:
+                        keep.append(line)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    pass
+            tmp = metrics.with_name("metrics.jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            tmp.replace(metrics)
         print(f"[gta] resumed {self.run_dir} from {path.name} (step {self.step})")
 
     def _tensorboard(self):

@@ -1,0 +1,114 @@
+"""Crash safety: kill a small seeded training run with SIGKILL at random moments, resume it each time, and
+check that its final weights and metrics equal those of an uninterrupted run with the same seed.
+
+    python scripts/crash_test.py [--method gta] [--min-trials 10] [--seed 0]
+
+Uses a tiny randomly initialised model (SmolLM2's tokenizer) and the emotion data in ../shared/data,
+float32. Prints `N/N trials identical` (N = kills survived) and exits 1 on any difference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = {"step_time_s", "tokens_per_s", "rollout_s"}  # wall-clock fields differ between runs by nature
+
+
+def train_cmd(model: str, out: Path, args) -> list[str]:
+    return [sys.executable, "-m", "gta", "train", "--method", args.method, "--model", model, "--dataset", "emotion",
+            "--data-dir", args.data_dir, "--train-limit", "64", "--max-steps", str(args.steps), "--batch-size", "2",
+            "--micro-batch-size", "1", "--num-generations", "3", "--num-iterations", "2",
+            "--max-completion-length", "12", "--max-prompt-length", "128", "--learning-rate", "1e-3", "--no-bf16",
+            "--save-every", "1", "--keep-checkpoints", "2", "--seed", str(args.seed), "--output", str(out),
+            "--no-progress", "--resume"]
+
+
+def final_state(run: Path):
+    latest = json.loads((run / "checkpoints" / "latest.json").read_text())["path"]
+    weights = load_file(run / "checkpoints" / latest / "model.safetensors")
+    metrics = [{k: v for k, v in json.loads(x).items() if k not in TIMING}
+               for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return weights, metrics
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--method", default="gta", choices=["sft", "grpo", "gta", "gta-rl"])
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--min-trials", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    args = ap.parse_args()
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        from gta.models import tiny_model
+
+        model = str(tiny_model(tmp / "tiny"))
+        t0 = time.time()
+        subprocess.run(train_cmd(model, tmp / "reference", args), check=True, env=env, capture_output=True)
+        duration = time.time() - t0
+        print(f"uninterrupted run: {args.steps} steps in {duration:.0f} s")
+        ref_w, ref_m = final_state(tmp / "reference")
+
+        run, kills, all_same = tmp / "killed", 0, True
+        while True:
+            proc = subprocess.Popen(train_cmd(model, run, args), env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+            # kill somewhere in the run's life: the first min_trials kills are spread over its expected length
+            delay = rng.uniform(2.0, max(4.0, 2 * duration / args.min_trials))
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                step = _latest_step(run)
+                print(f"trial {kills}: SIGKILL after {delay:.1f} s (latest checkpoint: step {step})")
+                continue
+            if proc.returncode != 0:
+                print(proc.stderr.read().decode()[-2000:])
+                print("the resumed run failed")
+                return 1
+            if kills >= args.min_trials:
+                break
+            # finished before enough kills: start over in a fresh folder, keeping the count
+            print("run finished before enough kills; starting another interrupted run")
+            all_same &= _compare(run, ref_w, ref_m)
+            run = tmp / f"killed{kills}"
+        same = all_same and _compare(run, ref_w, ref_m)
+        print(f"{kills if same else 0}/{kills} trials identical")
+        return 0 if same else 1
+
+
+def _latest_step(run: Path):
+    try:
+        return json.loads((run / "checkpoints" / "latest.json").read_text())["step"]
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _compare(run: Path, ref_w, ref_m) -> bool:
+    w, m = final_state(run)
+    same_w = w.keys() == ref_w.keys() and all(torch.equal(w[k], ref_w[k]) for k in w)
+    same_m = m == ref_m
+    if not (same_w and same_m):
+        print(f"DIFFERENT: weights identical={same_w}, metrics identical={same_m}")
+    return same_w and same_m
+
+
+if __name__ == "__main__":
+    sys.exit(main())
