@@ -9,6 +9,7 @@ each figure is the median of --repeats runs. Prints measured figures only.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -77,9 +78,14 @@ def main() -> None:
                                 for _ in range(3)) / 1e9
 
     # -- rollouts: fixed length (no early stop) so both variants generate exactly B*G*L tokens
+    sampler = copy.deepcopy(model).to(torch.bfloat16)  # as the trainer does: a bf16 copy, synced per rollout
+
     def ours_rollout():
-        return rollout.generate(model, batch, G, L, stop_ids=[-1], pad_id=tok.pad_token_id, temperature=1.0,
-                                generator=torch.Generator().manual_seed(0), bf16=True)
+        with torch.no_grad():
+            for s, p in zip(sampler.parameters(), model.parameters()):
+                s.copy_(p)
+        return rollout.generate(sampler, batch, G, L, stop_ids=[-1], pad_id=tok.pad_token_id, temperature=1.0,
+                                generator=torch.Generator().manual_seed(0))
 
     def plain_rollout(dtype):
         def run():

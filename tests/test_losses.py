@@ -20,7 +20,7 @@ def test_grpo_loss_clips_on_both_sides_and_averages_per_sequence():
     # row 0 (A=+1): min(1.5, 1.2)=1.2 (clipped high), min(0.7, 0.8)=0.7, 1.0 -> 2.9; per-seq -2.9/3
     # row 1 (A=-1): min(-1.5, -1.2)=-1.5, min(-0.7, -0.8)=-0.8 (clipped low), masked -> -2.3; per-seq +2.3/3
     # loss = (-2.9/3 + 2.3/3) / 2 = -0.1
-    assert math.isclose(float(loss), -0.1, abs_tol=1e-12)
+    assert math.isclose(loss.item(), -0.1, abs_tol=1e-12)
     assert float(st["clipped_sum"]) == 2 and float(st["tokens"]) == 5
     loss.backward()
     g = logp.grad
@@ -39,7 +39,7 @@ def test_grpo_loss_k3_kl_term():
     loss, st = grpo_loss(logp, logp.detach(), ref, torch.zeros(1, dtype=torch.float64), mask,
                          torch.tensor([3.0], dtype=torch.float64), epsilon=0.2, beta=0.1, num_sequences=4)
     k3 = 1 - math.log(2)
-    assert math.isclose(float(loss), 0.1 * 2 * k3 / 3 / 4, rel_tol=1e-12)
+    assert math.isclose(loss.item(), 0.1 * 2 * k3 / 3 / 4, rel_tol=1e-12)
     assert math.isclose(float(st["kl_sum"]), 2 * k3, rel_tol=1e-12)
     loss.backward()
     # d k3 / d logp = 1 - exp(ref - logp) = -1

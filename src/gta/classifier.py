@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from . import checkpoint, prompts
 from .config import TrainConfig
 from .evaluate import FAST_CLOSING, INVALID, _canonical, generate_texts, score_labels
@@ -35,8 +37,10 @@ class Classifier:
         else:
             model = load_model(str(path), dev, trust_remote_code=cfg.trust_remote_code)
         tokenizer = load_tokenizer(str(path))
+        if cfg.bf16 and bf16_supported(dev):  # inference only: bf16 weights decode faster than autocast
+            model = model.to(torch.bfloat16)
         return cls(model, tokenizer, labels, prompts.METHOD_TEMPLATE[cfg.method], cfg.max_prompt_length,
-                   max_new_tokens or cfg.max_completion_length, cfg.bf16 and bf16_supported(dev))
+                   max_new_tokens or cfg.max_completion_length, bf16=False)
 
     def predict(self, texts: list[str] | str, explain: bool = False, fast: bool = False, progress: bool = False):
         """Labels (None where the output is not exactly in format or names no known label); with

@@ -55,7 +55,11 @@ def cmd_eval(args) -> None:
         dev = pick_device(args.device)
         model, tokenizer = load_model(args.model, dev), load_tokenizer(args.model)
         template = args.prompt or METHOD_TEMPLATE[args.method]
-        labels, max_prompt, max_new, bf16 = None, args.max_prompt_length, args.max_new_tokens or 128, bf16_supported(dev)
+        if bf16_supported(dev):  # inference only: bf16 weights decode faster than autocast
+            import torch
+
+            model = model.to(torch.bfloat16)
+        labels, max_prompt, max_new, bf16 = None, args.max_prompt_length, args.max_new_tokens or 128, False
         out_dir = Path(args.output or f"runs/zeroshot-{Path(args.model).name}-{template}-{args.dataset}") / "eval"
     else:
         raise ConfigError("give a RUN_DIR, or --model ID for a zero-shot evaluation of a base model")

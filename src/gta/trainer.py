@@ -15,6 +15,7 @@ sft skips 2-6: its step is cross-entropy on the label tokens of B examples, one 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import random
@@ -93,6 +94,10 @@ class Trainer:
         self.model = load_model(cfg.model, self.device, cfg.lora_r, cfg.lora_alpha,
                                 trust_remote_code=cfg.trust_remote_code)
         self.model.train()
+        # With bf16, rollouts run on a bf16 copy of the policy, refreshed before each rollout (0.06 s at 135M):
+        # decoding with bf16 weights is ~1.3x faster than fp32 weights under autocast, which re-casts every
+        # weight at every decoded token. The update pass keeps fp32 master weights under autocast.
+        self.sampler = copy.deepcopy(self.model).to(torch.bfloat16).eval() if self.bf16 else self.model
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         steps_per_epoch = math.ceil(len(self.train_examples) / cfg.batch_size)
@@ -188,6 +193,16 @@ class Trainer:
             for i, p in enumerate(self.params):
                 p.data, self.reference[i] = self.reference[i], p.data
 
+    @torch.no_grad()
+    def sync_sampler(self):
+        """The model to sample from: the policy itself, or its bf16 copy brought up to date."""
+        if self.sampler is self.model:
+            self.model.eval()
+        else:
+            for s, p in zip(self.sampler.parameters(), self.model.parameters()):
+                s.copy_(p)
+        return self.sampler
+
     def encode(self, ids: list[int]) -> rollout.Prompts:
         return rollout.encode_prompts(self.tokenizer, [self.prompts[i] for i in ids], self.device)
 
@@ -231,10 +246,9 @@ class Trainer:
 
         # 2. rollout: G completions per prompt from one prefill each
         t0 = time.perf_counter()
-        self.model.eval()
         batch = self.encode(idx)
-        completions, cmask = rollout.generate(self.model, batch, G, cfg.max_completion_length, self.stop_ids,
-                                              tok.pad_token_id, cfg.temperature, self.generator(step), self.bf16)
+        completions, cmask = rollout.generate(self.sync_sampler(), batch, G, cfg.max_completion_length, self.stop_ids,
+                                              tok.pad_token_id, cfg.temperature, self.generator(step))
         self.model.train()
         metrics["rollout_s"] = time.perf_counter() - t0
         rows = [c[: int(m.sum())] for c, m in zip(completions.tolist(), cmask)]  # valid tokens of each row
@@ -356,9 +370,9 @@ class Trainer:
     def evaluate(self) -> dict:
         from .evaluate import evaluate_examples
 
-        result, _ = evaluate_examples(self.model, self.tokenizer, self.eval_examples, self.labels, self.template,
-                                      self.cfg.max_completion_length, self.cfg.max_prompt_length, self.bf16,
-                                      progress=False)
+        result, _ = evaluate_examples(self.sync_sampler(), self.tokenizer, self.eval_examples, self.labels,
+                                      self.template, self.cfg.max_completion_length, self.cfg.max_prompt_length,
+                                      bf16=False, progress=False)
         self.model.train()
         out = {"eval/accuracy": result["accuracy"], "eval/f1": result["f1_weighted"]}
         if "guess_accuracy" in result:
