@@ -69,8 +69,13 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(DATA))
     ap.add_argument("--runs", default=str(ROOT / "runs" / "paper"))
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny protocol to check the script end to end (its results are not the experiment)")
+    ap.add_argument("--eval-batch-size", type=int, default=16)
     args = ap.parse_args()
-    p, ds = PROTOCOL, args.dataset
+    p, ds = dict(PROTOCOL), args.dataset
+    if args.smoke:
+        p.update(train_limit=8, test_limit=8, eval_limit=4, num_generations=2, max_completion_length=8, eval_every=1)
     runs = Path(args.runs) / ds
     runs.mkdir(parents=True, exist_ok=True)
     log = runs / "log.txt"
@@ -79,7 +84,8 @@ def main() -> None:
     results = json.loads(out_file.read_text()) if out_file.is_file() else {}
     results.update({"dataset": ds, "protocol": p, "machine": machine()})
     results.setdefault("runs", {})
-    common = ["--dataset", ds, "--data-dir", args.data_dir, "--test-limit", str(p["test_limit"]), "--seed", str(p["seed"])]
+    common = ["--dataset", ds, "--data-dir", args.data_dir, "--test-limit", str(p["test_limit"]), "--seed", str(p["seed"]),
+              "--batch-size", str(args.eval_batch_size)]
 
     def save():
         tmp = out_file.with_suffix(".tmp")
