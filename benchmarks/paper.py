@@ -98,8 +98,10 @@ def main() -> None:
         if name in results["runs"]:
             continue
         out = runs / name
+        # direct: the only exact output is `label</answer>` + end of turn, so 16 new tokens lose nothing
+        max_new = 16 if prompt == "direct" else p["max_completion_length"]
         wall = run(gta("eval", "--model", p["model"], "--prompt", prompt, "--max-new-tokens",
-                       str(p["max_completion_length"]), "--max-prompt-length", str(p["max_prompt_length"]),
+                       str(max_new), "--max-prompt-length", str(p["max_prompt_length"]),
                        "--output", str(out), *common), log)
         results["runs"][name] = {"eval": json.loads((out / "eval" / "metrics.json").read_text()), "eval_wall_s": wall}
         save()

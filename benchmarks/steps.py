@@ -1,0 +1,123 @@
+"""Whole training steps, measured: our GRPO step vs TRL's GRPOTrainer step on the same problem, our GTA step
+vs our GRPO step, and the peak memory of a GTA step with G=16.
+
+    python benchmarks/steps.py [--steps 4] [--json PATH]
+
+Same model (SmolLM2-135M-Instruct, full fine-tuning), same prompts (emotion train tweets, our GRPO prompt
+template, 4 prompts per optimizer step), G=8, 48 new tokens, beta=0.01, mu=1, lr=1e-6, bf16, same reward.
+TRL 1.16 GRPOTrainer with its recommended CPU settings (`use_cpu=True`, `bf16=True`, 16 completions per
+micro-batch x 2 accumulation steps = 32 completions = 4 prompts per optimizer step, its default
+gradient checkpointing off because it only slows a CPU run that fits in memory). Each figure is the median
+step time over steps 2..N (step 1 pays one-time warm-up), the variants run one after the other in one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHAPE = dict(B=4, G=8, L=48, beta=0.01, mu=1, lr=1e-6)
+
+
+def ours(method: str, steps: int, data_dir: str, G: int = SHAPE["G"]) -> list[float]:
+    from gta.config import TrainConfig
+    from gta.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(method=method, model="smollm2-135m", dataset="emotion", data_dir=data_dir, train_limit=256,
+                          max_steps=steps, batch_size=SHAPE["B"], micro_batch_size=SHAPE["B"], num_generations=G,
+                          num_iterations=SHAPE["mu"], beta=SHAPE["beta"], learning_rate=SHAPE["lr"],
+                          max_completion_length=SHAPE["L"], output=f"{tmp}/run", save_every=10 ** 9)
+        t = Trainer(cfg, progress=False)
+        times = []
+        for s in range(steps):
+            t0 = time.perf_counter()
+            (t.rl_step if method != "sft" else t.sft_step)(t.batch_indices(s), s) if method != "sft" else None
+            times.append(time.perf_counter() - t0)
+        return times
+
+
+def trl(steps: int, data_dir: str) -> list[float]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from gta.data import label_set, load_splits, stratified_subset
+    from gta.models import load_tokenizer, resolve
+    from gta.prompts import build_prompt, prime
+    from gta.rewards import reward
+
+    path = resolve("smollm2-135m")
+    tok = load_tokenizer(path)
+    splits = load_splits("emotion", data_dir)
+    labels = label_set(splits["train"])
+    train = stratified_subset(splits["train"], 256, 0)
+    ds = Dataset.from_list([{"prompt": build_prompt(tok, e.text, labels, "think"), "gold": e.label} for e in train])
+
+    def reward_fn(prompts, completions, gold, **kw):
+        return [reward(prime("think") + c, g, "think")["total"] for c, g in zip(completions, gold)]
+
+    class Timer(TrainerCallback):
+        times: list[float] = []
+
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self.t0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = GRPOConfig(output_dir=tmp, use_cpu=True, bf16=True, per_device_train_batch_size=16,
+                         gradient_accumulation_steps=2, num_generations=SHAPE["G"],
+                         max_completion_length=SHAPE["L"], beta=SHAPE["beta"], num_iterations=SHAPE["mu"],
+                         learning_rate=SHAPE["lr"], max_steps=steps, logging_steps=1, report_to="none",
+                         save_strategy="no", gradient_checkpointing=False, temperature=1.0, seed=0)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        timer = Timer()
+        GRPOTrainer(model=model, reward_funcs=reward_fn, args=cfg, train_dataset=ds, processing_class=tok,
+                    callbacks=[timer]).train()
+        return timer.times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--data-dir", default=str(DATA))
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--only", default=None, help=argparse.SUPPRESS)  # child process: one variant, prints JSON
+    args = ap.parse_args()
+    if args.only:
+        kind, _, g = args.only.partition(":")
+        times = trl(args.steps, args.data_dir) if kind == "trl" else ours(kind, args.steps, args.data_dir,
+                                                                           int(g or SHAPE["G"]))
+        rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+        print(json.dumps({"times": times, "peak_rss_gib": rss_gib}))
+        return
+    res = {"shape": SHAPE, "steps": args.steps}
+    # each variant in its own process, so peak memory is its own
+    for name, only in [("ours_grpo", "grpo"), ("ours_gta", "gta"), ("trl_grpo", "trl"), ("ours_gta_G16", "gta:16")]:
+        out = subprocess.run([sys.executable, __file__, "--only", only, "--steps", str(args.steps), "--data-dir",
+                              args.data_dir], check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        r["median_step_s"] = statistics.median(r["times"][1:] or r["times"])
+        res[name] = r
+        print(f"{name:<14} median step {r['median_step_s']:7.2f} s  (steps: {', '.join(f'{t:.1f}' for t in r['times'])})"
+              f"  peak RSS {r['peak_rss_gib']:.1f} GiB", flush=True)
+    res["step_vs_trl"] = res["ours_grpo"]["median_step_s"] / res["trl_grpo"]["median_step_s"]
+    res["gta_vs_grpo_step"] = res["ours_gta"]["median_step_s"] / res["ours_grpo"]["median_step_s"]
+    print(f"our GRPO step / TRL GRPO step = {res['step_vs_trl']:.2f}x;  our GTA step / our GRPO step = "
+          f"{res['gta_vs_grpo_step']:.2f}x;  GTA step with G=16: peak RSS {res['ours_gta_G16']['peak_rss_gib']:.1f} GiB")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
