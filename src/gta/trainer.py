@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, losses, prompts, rollout
+from . import checkpoint, data, distributed, losses, prompts, rollout
 from .config import ConfigError, TrainConfig, write_json_atomic
 from .conflict import combine
 from .models import load_model, load_tokenizer
@@ -55,17 +55,23 @@ def bf16_supported(device: torch.device) -> bool:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True,
-                 reduce_gradients: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
                  reward_fn: Callable[[str, str, str], dict[str, float]] = reward):
         self.cfg, self.progress = cfg, progress
         # reward_fn(completion, gold, template) -> {"total", "format", "accuracy"[, "guess"]}: the paper's
         # rule-based reward by default; tests and extensions may plug in another.
         self.reward_fn = reward_fn
-        # Seam for multi-process training: sums gradients across processes (identity in one process).
-        self.reduce_gradients = reduce_gradients or (lambda grads: grads)
         self.run_dir = Path(cfg.output)
-        self._check_run_dir(resume)
         self.device = pick_device(cfg.device)
+        # Several processes (torchrun / accelerate launch): each takes an equal share of a step's prompts;
+        # gradients are summed across processes before the conflict rule. One process: all no-ops.
+        self.dist = distributed.setup(self.device)
+        if cfg.batch_size % (self.dist.world * cfg.micro_batch_size):
+            raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of processes ({self.dist.world}) "
+                              f"x --micro-batch-size {cfg.micro_batch_size}")
+        self._check_run_dir(resume)
+        self.dist.barrier()  # every process has checked the folder before the first process writes to it
+        if self.dist.world > 1 and self.dist.is_main:
+            print(f"[gta] data-parallel training on {self.dist.world} processes")
         self.bf16 = cfg.bf16 and bf16_supported(self.device)
         if cfg.bf16 and not self.bf16:
             print("[gta] bf16 autocast is not fast on this device; training in float32")
@@ -116,11 +122,12 @@ class Trainer:
         self._order: tuple[int, list[int]] = (-1, [])
         if resume and checkpoint.latest(self.run_dir) is not None:
             self._resume()
-        else:
+        elif self.dist.is_main:
             cfg.save(self.run_dir / "config.json")
             write_json_atomic(self.run_dir / "labels.json", self.labels)
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)  # from a run killed before its first checkpoint
-        self.tb = self._tensorboard()
+        self.dist.barrier()
+        self.tb = self._tensorboard() if self.dist.is_main else None
 
     # ---------------------------------------------------------------- setup helpers
     def _check_run_dir(self, resume: bool) -> None:
@@ -146,7 +153,7 @@ class Trainer:
             self.reference = [ref[n].to(self.device) for n in self.names]
         # Drop metrics logged after the checkpoint (those steps run again) and a line cut short by a kill.
         metrics = self.run_dir / "metrics.jsonl"
-        if metrics.is_file():
+        if metrics.is_file() and self.dist.is_main:
             keep = []
             for line in metrics.read_text().splitlines():
                 try:
@@ -178,9 +185,17 @@ class Trainer:
             out.append(self._order[1][i])
         return out
 
-    def generator(self, step: int) -> torch.Generator:
-        """Sampling randomness depends on (seed, step) only, so a resumed run samples what it would have."""
-        return torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + step)
+    def generators(self, step: int, positions: range) -> list[torch.Generator]:
+        """One generator per prompt, seeded by (seed, step, position of the prompt in the step): a resumed run
+        samples what it would have, and so does a run split over any number of processes."""
+        return [torch.Generator(device=self.device).manual_seed((self.cfg.seed * 1_000_003 + step) * 1_009 + k)
+                for k in positions]
+
+    def local(self, idx: list[int]) -> tuple[list[int], range]:
+        """This process's contiguous share of the step's prompts, and their positions in the step."""
+        n = len(idx) // self.dist.world
+        positions = range(self.dist.rank * n, (self.dist.rank + 1) * n)
+        return [idx[k] for k in positions], positions
 
     @contextlib.contextmanager
     def reference_weights(self):
@@ -221,10 +236,11 @@ class Trainer:
 
     # ---------------------------------------------------------------- the steps
     def sft_step(self, idx: list[int]) -> dict:
-        cfg, B = self.cfg, len(idx)
+        cfg, B = self.cfg, len(idx)  # B: prompts in the whole step (all processes)
+        idx, _ = self.local(idx)
         grads = [torch.zeros_like(p) for p in self.params]
         loss_sum, tokens = 0.0, 0
-        for start in range(0, B, cfg.micro_batch_size):
+        for start in range(0, len(idx), cfg.micro_batch_size):
             mb = idx[start:start + cfg.micro_batch_size]
             targets, tmask = rollout.pad_right(
                 [self.target_ids(self.train_examples[i].label, "</answer>") for i in mb],
@@ -236,19 +252,21 @@ class Trainer:
                     g += d
             loss_sum += float(loss.detach())
             tokens += int(tmask.sum())
-        grad_norm = self.apply_update(self.reduce_gradients(grads))
+        grad_norm = self.apply_update(self.dist.all_reduce_sum(grads))
         return {"loss/sft": loss_sum, "grad_norm": grad_norm, "_tokens": tokens}
 
     def rl_step(self, idx: list[int], step: int) -> dict:
-        cfg, tok, G, B = self.cfg, self.tokenizer, self.cfg.num_generations, len(idx)
+        cfg, tok, G, B = self.cfg, self.tokenizer, self.cfg.num_generations, len(idx)  # B: the whole step's prompts
         gta = cfg.method == "gta"
+        idx, positions = self.local(idx)
+        Bl = len(idx)  # prompts of this process
         metrics: dict[str, float] = {}
 
         # 2. rollout: G completions per prompt from one prefill each
         t0 = time.perf_counter()
         batch = self.encode(idx)
         completions, cmask = rollout.generate(self.sync_sampler(), batch, G, cfg.max_completion_length, self.stop_ids,
-                                              tok.pad_token_id, cfg.temperature, self.generator(step))
+                                              tok.pad_token_id, cfg.temperature, self.generators(step, positions))
         self.model.train()
         metrics["rollout_s"] = time.perf_counter() - t0
         rows = [c[: int(m.sum())] for c, m in zip(completions.tolist(), cmask)]  # valid tokens of each row
@@ -261,7 +279,7 @@ class Trainer:
             metrics[f"reward/{key}"] = sum(p[key] for p in parts) / len(parts)
         if self.template == "gta":
             metrics["guess/accuracy"] = sum(p["guess"] for p in parts) / len(parts)
-        rewards = torch.tensor([p["total"] for p in parts], dtype=torch.float32).view(B, G)
+        rewards = torch.tensor([p["total"] for p in parts], dtype=torch.float32).view(Bl, G)
 
         # 4. advantages, (B, G) -> (B*G,)
         advantages = losses.group_advantages(rewards).view(-1).to(self.device)
@@ -277,7 +295,7 @@ class Trainer:
 
         # Micro-batches of prompts; each carries its G completions, trimmed to its longest completion.
         micro = []
-        for s in range(0, B, cfg.micro_batch_size):
+        for s in range(0, Bl, cfg.micro_batch_size):
             rs = slice(s * G, (s + cfg.micro_batch_size) * G)
             width = max(1, int(cmask[rs].sum(dim=1).max()))
             mb = {"prompts": idx[s:s + cfg.micro_batch_size], "ids": completions[rs, :width],
@@ -320,9 +338,9 @@ class Trainer:
                 tokens += float(st["tokens"])
             totals["kl"] += kl_sum / max(tokens, 1) / cfg.num_iterations
             totals["clip_fraction"] += clipped / max(tokens, 1) / cfg.num_iterations
-            g_rl = self.reduce_gradients(g_rl)
+            g_rl = self.dist.all_reduce_sum(g_rl)  # the conflict rule sees the whole step's gradients
             if gta:
-                g_sft = self.reduce_gradients(g_sft)
+                g_sft = self.dist.all_reduce_sum(g_sft)
                 grads, info = combine(g_sft, g_rl, cfg.lambda1, cfg.lambda2, cfg.conflict)
                 totals["conflict/cosine"] += info["cosine"] / cfg.num_iterations
                 totals["conflict/sft_dropped"] += info["sft_dropped"] / cfg.num_iterations
@@ -341,7 +359,7 @@ class Trainer:
         """Run to the last step (or stop after step `until`, as an interruption would)."""
         cfg = self.cfg
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"gta train ({cfg.method})",
-                   disable=not self.progress, dynamic_ncols=True)
+                   disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
         while self.step < min(self.total_steps, until or self.total_steps):
             t0 = time.perf_counter()
             idx = self.batch_indices(self.step)  # 1.
@@ -352,16 +370,19 @@ class Trainer:
                     r.copy_(p.detach())
             m["step_time_s"] = time.perf_counter() - t0
             m["tokens_per_s"] = m.pop("_tokens") / m["step_time_s"]
+            m = self.dist.reduce_metrics(m, summed=("loss/rl", "loss/sft", "tokens_per_s"))
             m["lr"] = self.scheduler.get_last_lr()[0]
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.eval_examples:
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.eval_examples and self.dist.is_main:
                 m.update(self.evaluate())
-            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+            if self.dist.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                 self.log(m)
             bar.update(1)
             bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in m.items()
                              if k in ("reward/accuracy", "guess/accuracy", "loss/sft", "eval/accuracy")})
             if self.step % cfg.save_every == 0 or self.step == self.total_steps:
-                self.save()
+                if self.dist.is_main:
+                    self.save()
+                self.dist.barrier()
         bar.close()
         if self.tb is not None:
             self.tb.close()
