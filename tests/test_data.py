@@ -65,3 +65,21 @@ def test_errors_name_file_line_and_field(tmp_path):
 def _write(path, rows):
     path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
     return path
+
+
+def test_hub_path_maps_class_ids_to_names(monkeypatch, data_dir):
+    """The online path (Hugging Face hub ids), exercised on local data: datasets.load_dataset is replaced by a
+    loader that builds the same structure as dair-ai/emotion (integer labels with ClassLabel names)."""
+    datasets = pytest.importorskip("datasets")
+    names = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+    local = load_splits("emotion", str(data_dir))
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    fake = datasets.DatasetDict({
+        split: datasets.Dataset.from_list([{"text": e.text, "label": names.index(e.label)} for e in local[split][:50]],
+                                          features=features)
+        for split in ("train", "validation", "test")})
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(a) or fake)
+    splits = load_splits("emotion")  # no --data-dir: the hub
+    assert calls == [("dair-ai/emotion", "split")]
+    assert [(e.text, e.label) for e in splits["test"]] == [(e.text, e.label) for e in local["test"][:50]]
