@@ -39,7 +39,7 @@ def ours(method: str, steps: int, data_dir: str, G: int = SHAPE["G"]) -> list[fl
         times = []
         for s in range(steps):
             t0 = time.perf_counter()
-            (t.rl_step if method != "sft" else t.sft_step)(t.batch_indices(s), s) if method != "sft" else None
+            t.rl_step(t.batch_indices(s), s)
             times.append(time.perf_counter() - t0)
         return times
 
