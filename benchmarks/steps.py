@@ -26,13 +26,13 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHAPE = dict(B=4, G=8, L=48, beta=0.01, mu=1, lr=1e-6)
 
 
-def ours(method: str, steps: int, data_dir: str, G: int = SHAPE["G"]) -> list[float]:
+def ours(method: str, steps: int, data_dir: str, G: int = SHAPE["G"], micro: int = SHAPE["B"]) -> list[float]:
     from gta.config import TrainConfig
     from gta.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(method=method, model="smollm2-135m", dataset="emotion", data_dir=data_dir, train_limit=256,
-                          max_steps=steps, batch_size=SHAPE["B"], micro_batch_size=SHAPE["B"], num_generations=G,
+                          max_steps=steps, batch_size=SHAPE["B"], micro_batch_size=micro, num_generations=G,
                           num_iterations=SHAPE["mu"], beta=SHAPE["beta"], learning_rate=SHAPE["lr"],
                           max_completion_length=SHAPE["L"], output=f"{tmp}/run", save_every=10 ** 9)
         t = Trainer(cfg, progress=False)
@@ -95,15 +95,16 @@ def main() -> None:
     ap.add_argument("--only", default=None, help=argparse.SUPPRESS)  # child process: one variant, prints JSON
     args = ap.parse_args()
     if args.only:
-        kind, _, g = args.only.partition(":")
-        times = trl(args.steps, args.data_dir) if kind == "trl" else ours(kind, args.steps, args.data_dir,
-                                                                           int(g or SHAPE["G"]))
+        kind, *rest = args.only.split(":")  # method[:G[:micro-batch]]
+        g, micro = (int(x) for x in (rest + [SHAPE["G"], SHAPE["B"]][len(rest):]))
+        times = trl(args.steps, args.data_dir) if kind == "trl" else ours(kind, args.steps, args.data_dir, g, micro)
         rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
         print(json.dumps({"times": times, "peak_rss_gib": rss_gib}))
         return
     res = {"shape": SHAPE, "steps": args.steps}
     # each variant in its own process, so peak memory is its own
-    for name, only in [("ours_grpo", "grpo"), ("ours_gta", "gta"), ("trl_grpo", "trl"), ("ours_gta_G16", "gta:16")]:
+    for name, only in [("ours_grpo", "grpo"), ("ours_gta", "gta"), ("trl_grpo", "trl"), ("ours_gta_G16", "gta:16"),
+                       ("ours_gta_G16_micro2", "gta:16:2")]:
         out = subprocess.run([sys.executable, __file__, "--only", only, "--steps", str(args.steps), "--data-dir",
                               args.data_dir], check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
@@ -114,7 +115,8 @@ def main() -> None:
     res["step_vs_trl"] = res["ours_grpo"]["median_step_s"] / res["trl_grpo"]["median_step_s"]
     res["gta_vs_grpo_step"] = res["ours_gta"]["median_step_s"] / res["ours_grpo"]["median_step_s"]
     print(f"our GRPO step / TRL GRPO step = {res['step_vs_trl']:.2f}x;  our GTA step / our GRPO step = "
-          f"{res['gta_vs_grpo_step']:.2f}x;  GTA step with G=16: peak RSS {res['ours_gta_G16']['peak_rss_gib']:.1f} GiB")
+          f"{res['gta_vs_grpo_step']:.2f}x;  GTA step with G=16: peak RSS {res['ours_gta_G16']['peak_rss_gib']:.1f} GiB "
+          f"(micro-batch 2: {res['ours_gta_G16_micro2']['peak_rss_gib']:.1f} GiB)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
 
