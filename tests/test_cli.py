@@ -20,6 +20,9 @@ def test_train_eval_predict(tmp_path, tiny_path, data_dir, capsys):
     capsys.readouterr()
     assert main(["predict", str(run), "Shares in the bank rose 5% after profits beat forecasts"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1
+    assert main(["predict", str(run), "--fast", "Shares rose 5%", "The striker scored twice"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and all(line in {"business", "entertainment", "politics", "sport", "tech"} for line in out)
 
 
 def test_zero_shot_eval_of_a_base_model(tmp_path, tiny_path, data_dir):

@@ -141,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `gta predict RUN --fast "text"`: texts after a flag
+        if args.command != "predict" or any(x.startswith("-") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.texts = list(args.texts) + extra
     try:
         args.func(args)
     except USER_ERRORS as e:
