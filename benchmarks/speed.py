@@ -1,6 +1,10 @@
 """Speed of gta's shared-prefix rollouts and updates against the plain approach, on this machine.
 
-    python benchmarks/speed.py [--repeats 3] [--json PATH]
+    python benchmarks/speed.py [--repeats 3] [--steps 3] [--json PATH]
+
+With --steps N (default 3) it then runs benchmarks/steps.py (whole GRPO/GTA steps of ours vs TRL's
+GRPOTrainer, peak memory of a G=16 GTA step) and adds `step_vs_trl` and `gta_vs_grpo_step` to the JSON, beside
+`rollout_vs_plain`, `update_vs_plain` and `flops_fraction`.
 
 Same model (SmolLM2-135M-Instruct), same prompts (emotion test tweets padded with their neighbours to
 about --prompt-tokens tokens), same lengths and sampling settings; the variants are interleaved and
@@ -59,6 +63,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--data-dir", default=str(DATA))
     ap.add_argument("--json", default=None, help="also write every figure here")
+    ap.add_argument("--steps", type=int, default=3,
+                    help="also time whole steps (benchmarks/steps.py: ours vs TRL, GTA vs GRPO, G=16 memory) over "
+                         "this many steps each; 0 skips them")
     args = ap.parse_args()
     torch.manual_seed(0)
     path = resolve("smollm2-135m")
@@ -150,6 +157,18 @@ def main() -> None:
     print(f"rollout: ours / plain generate fp32 = {res['rollout_vs_plain']:.2f}x, bf16 = {res['rollout_vs_plain_bf16']:.2f}x")
     print(f"update:  ours / plain pass = {res['update_vs_plain']:.2f}x; useful {res['useful_gflops']:.1f} GFLOP/s = "
           f"{res['flops_fraction']:.0%} of the bf16 ceiling")
+    if args.steps:
+        del model, sampler, params  # free memory for the step benchmarks, each in its own process
+        import subprocess
+        import sys
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            subprocess.run([sys.executable, str(Path(__file__).with_name("steps.py")), "--steps", str(args.steps),
+                            "--data-dir", args.data_dir, "--json", f.name], check=True)
+            steps = json.loads(Path(f.name).read_text())
+        res["steps"] = steps
+        res["step_vs_trl"], res["gta_vs_grpo_step"] = steps["step_vs_trl"], steps["gta_vs_grpo_step"]
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
 
