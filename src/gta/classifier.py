@@ -8,7 +8,7 @@ import torch
 
 from . import checkpoint, prompts
 from .config import TrainConfig
-from .evaluate import FAST_CLOSING, INVALID, _canonical, generate_texts, score_labels
+from .evaluate import FAST_CLOSING, INVALID, canonical_label, generate_texts, score_labels
 from .models import load_model, load_tokenizer
 from .trainer import bf16_supported, pick_device
 
@@ -63,7 +63,7 @@ class Classifier:
         results = []
         for out in outputs:
             p = prompts.parse(prompts.prime(self.template) + out, self.template)
-            label = _canonical(p.answer, self.labels) if p.exact else INVALID
+            label = canonical_label(p.answer, self.labels) if p.exact else INVALID
             label = None if label == INVALID else label
             results.append({"label": label, "guess": p.guess, "think": p.think, "output": out} if explain else label)
         return results[0] if single else results

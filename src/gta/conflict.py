@@ -11,8 +11,9 @@ MODES = ("drop", "project", "none")
 
 
 def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-    """sum_k a_k . b_k, each tensor's dot by BLAS (no temporaries: 0.1 s instead of 2 s at 135M
-    parameters here), the per-tensor results summed in float64."""
+    """sum_k a_k . b_k, each tensor's dot by BLAS (no parameter-sized temporaries, unlike
+    (x.double() * y.double()).sum(), which dominated the conflict check in a profile), the per-tensor results
+    summed in float64."""
     return sum(torch.dot(x.reshape(-1), y.reshape(-1)).double() for x, y in zip(a, b))
 
 

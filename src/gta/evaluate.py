@@ -15,7 +15,7 @@ from .config import write_json_atomic
 INVALID = "<invalid>"
 
 
-def _canonical(pred: str | None, labels: list[str]) -> str:
+def canonical_label(pred: str | None, labels: list[str]) -> str:
     by_norm = {data.normalize_label(label): label for label in labels}
     return by_norm.get(data.normalize_label(pred), INVALID) if pred is not None else INVALID
 
@@ -76,12 +76,12 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
     records, gold, answer, guess = [], [], [], []
     for ex, out in zip(examples, outputs):
         p = prompts.parse(prompts.prime(template) + out, template)
-        ans = _canonical(p.answer, labels) if p.exact else INVALID
+        ans = canonical_label(p.answer, labels) if p.exact else INVALID
         records.append({"text": ex.text, "gold": ex.label, "guess": p.guess, "think": p.think, "answer": p.answer,
                         "exact_format": p.exact, "correct": ans == ex.label, "output": out})
         gold.append(ex.label)
         answer.append(ans)
-        guess.append(_canonical(p.guess, labels) if p.exact else INVALID)
+        guess.append(canonical_label(p.guess, labels) if p.exact else INVALID)
     metrics = {
         "n": len(examples),
         "accuracy": accuracy_score(gold, answer),

@@ -100,8 +100,8 @@ class Trainer:
         self.model = load_model(cfg.model, self.device, cfg.lora_r, cfg.lora_alpha,
                                 trust_remote_code=cfg.trust_remote_code)
         self.model.train()
-        # With bf16, rollouts run on a bf16 copy of the policy, refreshed before each rollout (0.06 s at 135M):
-        # decoding with bf16 weights is ~1.3x faster than fp32 weights under autocast, which re-casts every
+        # With bf16, rollouts run on a bf16 copy of the policy, refreshed before each rollout (one copy of the
+        # weights): decoding with bf16 weights is faster than fp32 weights under autocast, which re-casts every
         # weight at every decoded token. The update pass keeps fp32 master weights under autocast.
         self.sampler = copy.deepcopy(self.model).to(torch.bfloat16).eval() if self.bf16 else self.model
         self.params = [p for p in self.model.parameters() if p.requires_grad]
