@@ -45,7 +45,8 @@ class Classifier:
     def predict(self, texts: list[str] | str, explain: bool = False, fast: bool = False, progress: bool = False):
         """Labels (None where the output is not exactly in format or names no known label); with
         explain=True, dicts with label, guess, think and the raw output. fast=True stops after the guess
-        (gta) or answer (sft) span, the label constrained to the label set: no reasoning, many times faster."""
+        (gta) or answer (sft) span, the label constrained to the label set: no reasoning, and no decoding of it
+        (the prompt's prefill remains, so the gain grows with the length of the reasoning)."""
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         prompt_texts, _ = prompts.make_prompts(self.tokenizer, texts, self.labels, self.template, self.max_prompt_length)
