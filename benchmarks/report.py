@@ -113,6 +113,11 @@ def main() -> None:
     missing = [ds for ds in DATASETS if ds not in results]
     if missing:
         out += [f"**Not run yet:** {', '.join(missing)}.", ""]
+    for ds, res in results.items():
+        expected = ["base-direct", "base-think", "sft", "grpo", "gta"] + (["gta-rl"] if ds == "sst5" else [])
+        todo = [r for r in expected if r not in res["runs"]]
+        if todo:
+            out += [f"**{ds} is incomplete:** not run yet: {', '.join(todo)}.", ""]
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("paper", ROOT / "benchmarks" / "paper.py")
