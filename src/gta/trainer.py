@@ -247,9 +247,7 @@ class Trainer:
                 self.tokenizer.pad_token_id, self.device)
             logp, = rollout.shared_prefix_logprobs(self.model, self.encode(mb), [(targets, tmask, 1)], self.bf16)
             loss = losses.sft_loss(logp, tmask, B)
-            for g, d in zip(grads, torch.autograd.grad(loss, self.params, allow_unused=True)):
-                if d is not None:
-                    g += d
+            _accumulate(grads, torch.autograd.grad(loss, self.params, allow_unused=True))
             loss_sum += float(loss.detach())
             tokens += int(tmask.sum())
         grad_norm = self.apply_update(self.dist.all_reduce_sum(grads))
@@ -298,12 +296,13 @@ class Trainer:
         for s in range(0, Bl, cfg.micro_batch_size):
             rs = slice(s * G, (s + cfg.micro_batch_size) * G)
             width = max(1, int(cmask[rs].sum(dim=1).max()))
-            mb = {"prompts": idx[s:s + cfg.micro_batch_size], "ids": completions[rs, :width],
+            mb = {"prompts": self.encode(idx[s:s + cfg.micro_batch_size]), "ids": completions[rs, :width],
                   "cmask": cmask[rs, :width], "rl_mask": rl_mask[rs, :width], "adv": advantages[rs],
                   "lengths": lengths[rs]}
             if gta:
                 mb["guess"] = rollout.pad_right([self.target_ids(self.train_examples[i].label, "</guess>")
-                                                 for i in mb["prompts"]], tok.pad_token_id, self.device)
+                                                 for i in idx[s:s + cfg.micro_batch_size]], tok.pad_token_id,
+                                                self.device)
             micro.append(mb)
 
         # 6. reference log-probs (no grad)
@@ -311,7 +310,7 @@ class Trainer:
             with torch.no_grad(), self.reference_weights():
                 for mb in micro:
                     mb["ref"], = rollout.shared_prefix_logprobs(
-                        self.model, self.encode(mb["prompts"]), [(mb["ids"], mb["cmask"], G)], self.bf16)
+                        self.model, mb["prompts"], [(mb["ids"], mb["cmask"], G)], self.bf16)
 
         # 7. mu optimizer updates on this batch of rollouts
         totals = {"loss/rl": 0.0, "loss/sft": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0,
@@ -322,7 +321,7 @@ class Trainer:
             kl_sum = clipped = tokens = 0.0
             for mb in micro:
                 suffixes = [(mb["ids"], mb["cmask"], G)] + ([(*mb["guess"], 1)] if gta else [])
-                logps = rollout.shared_prefix_logprobs(self.model, self.encode(mb["prompts"]), suffixes, self.bf16)
+                logps = rollout.shared_prefix_logprobs(self.model, mb["prompts"], suffixes, self.bf16)
                 if it == 0:  # the behaviour policy: parameters before this batch's first update
                     mb["old"] = logps[0].detach()
                 l_rl, st = losses.grpo_loss(logps[0], mb["old"], mb.get("ref"), mb["adv"], mb["rl_mask"],
