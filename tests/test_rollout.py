@@ -1,4 +1,5 @@
 """The shared-prefix paths give the same numbers as the plain ones (tiny model, fp32)."""
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -22,6 +23,26 @@ def test_greedy_shared_prefix_rollout_equals_generate(tiny_path, tokenizer):
         assert torch.equal(ids[g::3][:, : ref.shape[1]], ref)
 
 
+def test_rows_that_stop_leave_the_batch_without_changing_the_others(tiny_path, tokenizer):
+    """Rows that stop early leave the batch; every row still samples exactly what it samples when no row
+    stops (same random numbers, logits independent of the other rows), up to its own stop token."""
+    model, prompts = _setup(tiny_path, tokenizer)
+    args = (model, prompts, 4, 12)
+
+    def gens():
+        return [torch.Generator().manual_seed(10 + i) for i in range(2)]
+
+    free, _ = rollout.generate(*args, [-1], tokenizer.pad_token_id, 1.0, gens())
+    stops = [int(free[0, 2]), int(free[5, 6])]  # row 0 stops after 3 tokens, row 5 after 7
+    ids, mask = rollout.generate(*args, stops, tokenizer.pad_token_id, 1.0, gens())
+    lengths = mask.sum(dim=1).tolist()
+    assert lengths[0] == 3 and lengths[5] == 7 and max(lengths) == 12
+    for row, n in enumerate(lengths):
+        assert torch.equal(ids[row, :n], free[row, :n])
+        assert (ids[row, n:] == tokenizer.pad_token_id).all()
+        assert n == 12 or int(ids[row, n - 1]) in stops
+
+
 def test_sampling_is_reproducible_and_matches_distribution_support(tiny_path, tokenizer):
     model, prompts = _setup(tiny_path, tokenizer)
     args = (model, prompts, 4, 8, [tokenizer.eos_token_id], tokenizer.pad_token_id, 1.0)
@@ -37,19 +58,24 @@ def test_inverse_cdf_sampler_matches_probabilities():
     assert torch.allclose(freq, torch.tensor([0.1, 0.6, 0.3]), atol=0.015)
 
 
-def test_shared_prefix_update_equals_plain_pass(tiny_path, tokenizer):
-    """Same log-probs, loss and gradients as one forward over the G repeated full sequences."""
+@pytest.mark.parametrize("rows_per_chunk", [1, 4, 100])
+def test_shared_prefix_update_equals_plain_pass(tiny_path, tokenizer, rows_per_chunk):
+    """Same log-probs, loss and gradients as one forward over the G repeated full sequences, with
+    completions of different lengths computed in chunks of similar length."""
     model, prompts = _setup(tiny_path, tokenizer)
     G = 3
     ids, cmask = rollout.generate(model, prompts, G, 10, [tokenizer.eos_token_id], tokenizer.pad_token_id,
                                   1.0, torch.Generator().manual_seed(0))
+    lengths = torch.tensor([10, 3, 7, 1, 10, 5])  # as if rows had stopped early
+    cmask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
+    ids = torch.where(cmask.bool(), ids, torch.full_like(ids, tokenizer.pad_token_id))
     adv = torch.linspace(-1, 1, ids.shape[0])
 
     def loss_of(logp):
         return grpo_loss(logp, logp.detach(), None, adv, cmask.float(), cmask.sum(1).float(), 0.2, 0.0,
                          ids.shape[0])[0]
 
-    shared, = rollout.shared_prefix_logprobs(model, prompts, [(ids, cmask, G)])
+    shared, = rollout.shared_prefix_logprobs(model, prompts, [(ids, cmask, G)], rows_per_chunk=rows_per_chunk)
     loss_a = loss_of(shared)
     grads_a = torch.autograd.grad(loss_a, list(model.parameters()))
 

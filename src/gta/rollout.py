@@ -64,15 +64,6 @@ def prompt_forward(model, prompts: Prompts):
     return kv, out.logits[:, -1]
 
 
-def expand_cache(kv, repeat: int) -> DynamicCache:
-    """A fresh cache holding each prompt's keys/values `repeat` times, (B*repeat, heads, P, d).
-    A new object each time, because a forward appends to the cache it is given."""
-    if repeat == 1:
-        return DynamicCache(ddp_cache_data=list(kv))
-    return DynamicCache(ddp_cache_data=[(k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0))
-                                        for k, v in kv])
-
-
 class _ReservedLayer(DynamicLayer):
     """A KV-cache layer with room reserved for `extra` more tokens: decoding writes each new token in place
     instead of re-concatenating the whole cache every step (a profile of a rollout showed torch.cat as one of
@@ -95,13 +86,25 @@ class _ReservedLayer(DynamicLayer):
         self.keys, self.values = self._k[..., :n + k, :], self._v[..., :n + k, :]
         return self.keys, self.values
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        n = self.keys.shape[-2]
+        self._k, self._v = self._k[indices], self._v[indices]
+        self.keys, self.values = self._k[..., :n, :], self._v[..., :n, :]
+
+
+def uniforms(n: int, generator: torch.Generator | list[torch.Generator] | None, device) -> torch.Tensor:
+    """n uniform numbers, (n, 1); with a list of generators (one per prompt, its rows consecutive) each
+    prompt's numbers come from its own generator, so they do not depend on which prompts share the batch."""
+    if isinstance(generator, list):
+        return torch.cat([torch.rand((n // len(generator), 1), generator=g, device=device) for g in generator])
+    return torch.rand((n, 1), generator=generator, device=device)
+
 
 def sample_tokens(logits: torch.Tensor, temperature: float,
-                  generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+                  generator: torch.Generator | list[torch.Generator] | None = None,
+                  u: torch.Tensor | None = None) -> torch.Tensor:
     """Sample one token per row from softmax(logits / T), (N, V) -> (N,); T = 0 means greedy.
-
-    `generator` may be a list with one generator per prompt (its rows consecutive): then a prompt's samples
-    do not depend on which other prompts share the batch, e.g. how a step is split across processes.
+    `u`: the rows' uniform numbers, (N, 1), if already drawn; otherwise drawn from `generator` (`uniforms`).
 
     Inverse-CDF sampling (cumsum + searchsorted): the same distribution as torch.multinomial, about 20x
     faster at V = 49,152 on this CPU (35 ms vs 1.5 ms a step at N = 32, ../shared/NOTES.md).
@@ -109,13 +112,9 @@ def sample_tokens(logits: torch.Tensor, temperature: float,
     if temperature == 0:
         return logits.argmax(dim=-1)
     cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(dim=-1)  # (N, V)
-    n = logits.shape[0]
-    if isinstance(generator, list):
-        u = torch.cat([torch.rand((n // len(generator), 1), generator=g, device=logits.device) for g in generator])
-    else:
-        u = torch.rand((n, 1), generator=generator, device=logits.device)
-    u = u * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=logits.shape[-1] - 1)
+    if u is None:
+        u = uniforms(logits.shape[0], generator, logits.device)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp(max=logits.shape[-1] - 1)
 
 
 @torch.no_grad()
@@ -124,61 +123,96 @@ def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, sto
              bf16: bool = False):
     """Sample `num_samples` completions per prompt from one prefill per prompt.
 
+    Rows that have stopped leave the batch (their cache rows are dropped once an eighth of the batch has
+    stopped), so a step costs what its unfinished rows cost. Every row still draws its random number at
+    every step, so the samples do not depend on when rows leave.
+
     Returns (completions (B*G, L) right-padded, completion_mask (B*G, L): 1 up to and including the stop
     token). Rows i*G .. i*G+G-1 belong to prompt i.
     """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     device = prompts.input_ids.device
     G = num_samples
     with autocast(device, bf16):
         kv, logits = prompt_forward(model, prompts)
         cache = Cache(layers=[_ReservedLayer(k.repeat_interleave(G, 0), v.repeat_interleave(G, 0), max_new_tokens)
                               for k, v in kv])
-        logits = logits.repeat_interleave(G, 0)  # (N, V)
-        mask = prompts.attention_mask.repeat_interleave(G, 0)  # (N, P)
-        pos = prompts.lengths.repeat_interleave(G, 0)  # (N,)
+        logits = logits.repeat_interleave(G, 0)  # (n, V), n: rows still in the batch
+        mask = prompts.attention_mask.repeat_interleave(G, 0)  # (n, P + t)
+        pos = prompts.lengths.repeat_interleave(G, 0)  # (n,)
+        N = mask.shape[0]
+        rows = torch.arange(N, device=device)  # the batch rows' indices among the N rows
         stop = torch.tensor(stop_ids, device=device)
-        done = torch.zeros(mask.shape[0], dtype=torch.bool, device=device)
-        tokens, alive = [], []
+        done = torch.zeros(N, dtype=torch.bool, device=device)  # (n,)
+        tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
+        alive = torch.zeros((N, max_new_tokens), dtype=torch.long, device=device)
         for t in range(max_new_tokens):
-            nxt = sample_tokens(logits, temperature, generator)
+            u = uniforms(N, generator, device)[rows] if temperature else None
+            nxt = sample_tokens(logits, temperature, u=u)
             nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-            alive.append(~done)
-            tokens.append(nxt)
+            tokens[rows, t] = nxt
+            alive[rows, t] = (~done).long()
             done = done | torch.isin(nxt, stop)
             if bool(done.all()) or t == max_new_tokens - 1:
-                break
+                return tokens[:, : t + 1], alive[:, : t + 1]
+            if int(done.sum()) >= max(1, len(rows) // 8):  # drop stopped rows from the batch
+                keep = (~done).nonzero().squeeze(1)
+                for layer in cache.layers:
+                    layer.batch_select_indices(keep)
+                rows, nxt, mask, pos, done = rows[keep], nxt[keep], mask[keep], pos[keep], done[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos[:, None],
                         past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1]
             pos = pos + 1
-    return torch.stack(tokens, dim=1), torch.stack(alive, dim=1).long()
+
+
+def length_chunks(lengths: torch.Tensor, rows_per_chunk: int) -> list[torch.Tensor]:
+    """Row indices grouped by length (longest first), `rows_per_chunk` rows a group: each group is then
+    trimmed to its own longest row, so short completions are not padded to the longest of the batch."""
+    order = torch.sort(lengths, descending=True, stable=True).indices
+    return list(order.split(rows_per_chunk))
 
 
 def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.Tensor, torch.Tensor, int]],
-                           bf16: bool = False) -> list[torch.Tensor]:
+                           bf16: bool = False, rows_per_chunk: int = 8) -> list[torch.Tensor]:
     """Log-probs of suffix tokens given their prompt, with the prompt computed once.
 
-    suffixes: [(ids (B*k, L), mask (B*k, L), k)], k rows per prompt (G completions, or 1 guess target).
-    Returns [(B*k, L) float32 log-probs] (0 where mask is 0). Differentiable when grad is enabled:
-    gradients reach the prompt computation through the shared cache.
+    suffixes: [(ids (B*k, L), mask (B*k, L), k)], k rows per prompt (G completions, or 1 guess target), each
+    row's valid tokens first (right padding). Returns [(B*k, L) float32 log-probs] (0 where mask is 0).
+    Differentiable when grad is enabled: gradients reach the prompt computation through the shared cache.
+
+    Rows are computed in chunks of similar length (`length_chunks`), each trimmed to its longest row:
+    rollouts stop at very different lengths (a few rows run to the length limit, most stop early), and
+    padding every row to the longest one computes mostly padding.
     """
     device = prompts.input_ids.device
     out_logps = []
     with autocast(device, bf16):
         kv, last = prompt_forward(model, prompts)  # last: (B, V)
         for ids, smask, k in suffixes:
-            first = last.repeat_interleave(k, 0)[:, None]  # (N, 1, V) predicts suffix token 0
-            if ids.shape[1] > 1:
-                inp = ids[:, :-1]  # tokens 0..L-2 predict tokens 1..L-1
-                attn = torch.cat([prompts.attention_mask.repeat_interleave(k, 0), smask[:, :-1]], dim=1)
-                pos = prompts.lengths.repeat_interleave(k, 0)[:, None] + torch.arange(inp.shape[1], device=device)
-                logits = model(input_ids=inp, attention_mask=attn, position_ids=pos,
-                               past_key_values=expand_cache(kv, k), use_cache=True).logits
-                logits = torch.cat([first, logits], dim=1)  # (N, L, V)
-            else:
-                logits = first
-            out_logps.append(token_logprobs(logits, ids) * smask)
+            N, L = ids.shape
+            lengths = smask.sum(dim=1)
+            pieces, order = [], []
+            for rows in length_chunks(lengths, rows_per_chunk):
+                width = max(1, int(lengths[rows].max()))
+                p_idx = torch.div(rows, k, rounding_mode="floor")  # the prompt of each row
+                c_ids, c_mask = ids[rows, :width], smask[rows, :width]
+                logits = last[p_idx][:, None]  # (n, 1, V) predicts suffix token 0
+                if width > 1:
+                    attn = torch.cat([prompts.attention_mask[p_idx], c_mask[:, :-1]], dim=1)
+                    pos = prompts.lengths[p_idx][:, None] + torch.arange(width - 1, device=device)
+                    cache = DynamicCache(ddp_cache_data=[(key[p_idx], value[p_idx]) for key, value in kv])
+                    rest = model(input_ids=c_ids[:, :-1], attention_mask=attn, position_ids=pos,
+                                 past_key_values=cache, use_cache=True).logits  # tokens 0..w-2 predict 1..w-1
+                    logits = torch.cat([logits, rest], dim=1)  # (n, w, V)
+                logp = token_logprobs(logits, c_ids) * c_mask
+                pieces.append(torch.nn.functional.pad(logp, (0, L - width)))
+                order.append(rows)
+            inverse = torch.empty(N, dtype=torch.long, device=device)
+            inverse[torch.cat(order)] = torch.arange(N, device=device)
+            out_logps.append(torch.cat(pieces)[inverse])
     return out_logps
 
 
