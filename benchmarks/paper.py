@@ -117,18 +117,50 @@ def main() -> None:
         flags += ["--bf16" if p["bf16"] else "--no-bf16", "--save-every", "16"]
         if (out / "config.json").is_file():
             flags.append("--resume")
-        train_wall = run(gta("train", *flags), log)
+        attempts = train_attempts(out)
+        attempts.append({"start": time.time()})
+        write_attempts(out, attempts)
+        run(gta("train", *flags), log)
+        attempts[-1]["end"] = time.time()
+        write_attempts(out, attempts)
+        train_wall = sum(a["end"] - a["start"] for a in attempts)
         eval_wall = run(gta("eval", str(out), *common), log)
         metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         results["runs"][method] = {
             "config": json.loads((out / "config.json").read_text()),
             "eval": json.loads((out / "eval" / "metrics.json").read_text()),
-            "train_wall_s": train_wall, "eval_wall_s": eval_wall, "metrics": metrics,
+            "train_wall_s": train_wall, "train_attempts": len(attempts), "eval_wall_s": eval_wall,
+            "metrics": metrics,
         }
         if method in ("gta", "gta-rl"):
             results["runs"][method]["transitions"] = transitions(out / "eval" / "predictions.jsonl")
         save()
     print(f"wrote {out_file}")
+
+
+def train_attempts(out: Path) -> list[dict]:
+    """Earlier attempts at a training run, each {"start", "end"} in seconds since the epoch. An attempt
+    that was killed counts until its last checkpoint (the steps after it are redone on resume), so the
+    sum of the attempts is the wall time of the training that was kept."""
+    from gta.checkpoint import latest
+
+    f = out / "attempts.json"
+    attempts = json.loads(f.read_text()) if f.is_file() else []
+    if not attempts and (out / "config.json").is_file():
+        # started by a version of this script that kept no attempts.json: it began when config.json was written
+        attempts = [{"start": (out / "config.json").stat().st_mtime, "reconstructed": True}]
+    ckpt = latest(out)
+    kept_until = (out / "checkpoints" / "latest.json").stat().st_mtime if ckpt is not None else 0.0
+    for a in attempts:
+        if "end" not in a:
+            a["end"] = max(a["start"], kept_until)
+    return attempts
+
+
+def write_attempts(out: Path, attempts: list[dict]) -> None:
+    tmp = out / "attempts.json.tmp"
+    tmp.write_text(json.dumps(attempts, indent=1) + "\n")
+    tmp.replace(out / "attempts.json")
 
 
 def transitions(pred_file: Path) -> dict:

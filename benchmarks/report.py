@@ -129,6 +129,7 @@ def main() -> None:
     if results:
         out += ["Machine: " + "; ".join(f"{ds}: {r['machine']['cpu']}, {r['machine']['threads']} threads"
                                         for ds, r in results.items()), ""]
+    out += wall_times(results)
     out += ["## Table 2 analogue: accuracy / weighted F1 (%)", "",
             "| dataset | Base (direct) | SFT | GRPO | GTA | GTA guess acc | paper Qwen2.5-3B: Base / SFT / GRPO / GTA acc |",
             "|---|---|---|---|---|---|---|"]
@@ -198,6 +199,29 @@ def main() -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(out))
     print(f"wrote {DOC}")
+
+
+def wall_times(results: dict) -> list[str]:
+    """Minutes each run took (training + evaluation on the test subset), per dataset, against the budget."""
+    names = ["base-direct", "base-think", "sft", "grpo", "gta", "gta-rl"]
+    out = ["## Wall time (minutes: training + test evaluation)", "",
+           "| dataset | " + " | ".join(names) + " | total | within 150 min |", "|---" * (len(names) + 3) + "|"]
+    for ds, res in results.items():
+        cells, total = [], 0.0
+        for n in names:
+            r = res["runs"].get(n)
+            if r is None:
+                cells.append("—")
+                continue
+            train, ev = r.get("train_wall_s", 0.0) / 60, r["eval_wall_s"] / 60
+            total += train + ev
+            cells.append(f"{train:.0f} + {ev:.0f}" if "train_wall_s" in r else f"{ev:.0f}")
+        expected = 6 if ds == "sst5" else 5
+        done = sum(n in res["runs"] for n in names)
+        verdict = ("yes" if total <= 150 else "no") if done == expected else f"({done}/{expected} runs so far)"
+        out.append(f"| {ds} | " + " | ".join(cells) + f" | {total:.0f} | {verdict} |")
+    return out + ["", "A training run interrupted and resumed counts until its last checkpoint in each attempt "
+                  "(`train_attempts` in the results file).", ""]
 
 
 def _mean(metrics, key):

@@ -1,0 +1,46 @@
+"""benchmarks/paper.py counts the wall time of interrupted training attempts up to their last checkpoint."""
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _paper():
+    spec = importlib.util.spec_from_file_location("paper", ROOT / "benchmarks" / "paper.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _checkpoint(out: Path, mtime: float) -> None:
+    (out / "checkpoints" / "step-000016").mkdir(parents=True)
+    pointer = out / "checkpoints" / "latest.json"
+    pointer.write_text(json.dumps({"path": "step-000016"}))
+    os.utime(pointer, (mtime, mtime))
+
+
+def test_killed_attempt_counts_until_its_last_checkpoint(tmp_path):
+    paper = _paper()
+    paper.write_attempts(tmp_path, [{"start": 1000.0, "end": 1100.0}, {"start": 2000.0}])  # 2nd was killed
+    _checkpoint(tmp_path, 2500.0)
+    attempts = paper.train_attempts(tmp_path)
+    assert [a["end"] - a["start"] for a in attempts] == [100.0, 500.0]
+
+
+def test_attempt_killed_before_any_new_checkpoint_counts_nothing(tmp_path):
+    paper = _paper()
+    _checkpoint(tmp_path, 1500.0)
+    paper.write_attempts(tmp_path, [{"start": 1000.0, "end": 1500.0}, {"start": 2000.0}])
+    assert [a["end"] - a["start"] for a in paper.train_attempts(tmp_path)] == [500.0, 0.0]
+
+
+def test_run_started_without_attempts_file_starts_at_its_config(tmp_path):
+    paper = _paper()
+    (tmp_path / "config.json").write_text("{}")
+    os.utime(tmp_path / "config.json", (3000.0, 3000.0))
+    _checkpoint(tmp_path, 3600.0)
+    attempts = paper.train_attempts(tmp_path)
+    assert len(attempts) == 1 and attempts[0]["end"] - attempts[0]["start"] == 600.0
+    assert paper.train_attempts(tmp_path / "fresh") == []
