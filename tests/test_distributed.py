@@ -14,29 +14,39 @@ pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="acce
 COMPARED = ("loss/rl", "loss/sft", "grad_norm", "reward/total", "conflict/cosine", "conflict/sft_dropped")
 
 
-def run(tmp_path, tiny_path, data_dir, method, procs):
+def run(tmp_path, tiny_path, data_dir, method, procs, launcher="accelerate"):
     out = tmp_path / f"{method}-{procs}"
     args = ["-m", "gta", "train", "--method", method, "--model", tiny_path, "--dataset", "emotion",
             "--data-dir", str(data_dir), "--train-limit", "16", "--max-steps", "2", "--batch-size", "4",
             "--micro-batch-size", "1", "--num-generations", "3", "--num-iterations", "2",
             "--max-completion-length", "10", "--max-prompt-length", "128", "--learning-rate", "1e-4",
             "--no-bf16", "--device", "cpu", "--output", str(out), "--no-progress"]
-    cmd = ([sys.executable, *args] if procs == 1 else
-           ["accelerate", "launch", "--multi_gpu", "--num_processes", str(procs), "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", *args])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert ("data-parallel training on 2 processes" in r.stdout) == (procs == 2)
+    if launcher == "mpi" and procs > 1:  # what mpirun (Intel MPI / MVAPICH naming) gives each process
+        launched = [subprocess.Popen([sys.executable, *args], env={**env, "PMI_RANK": str(r), "PMI_SIZE": str(procs),
+                                                                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(procs)]
+        outs = [p.communicate(timeout=600) for p in launched]
+        assert all(p.returncode == 0 for p in launched), [e[-3000:] for _, e in outs]
+        stdout = outs[0][0]
+    else:
+        cmd = ([sys.executable, *args] if procs == 1 else
+               ["accelerate", "launch", "--multi_gpu", "--num_processes", str(procs), "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", *args])
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        stdout = r.stdout
+    assert ("data-parallel training on 2 processes" in stdout) == (procs == 2)
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     weights = load_file(out / "checkpoints" / "step-000002" / "model.safetensors")
     return metrics, weights
 
 
-@pytest.mark.parametrize("method", ["gta", "sft", "grpo"])
-def test_two_processes_match_one(tmp_path, tiny_path, data_dir, method):
+@pytest.mark.parametrize("method,launcher", [("gta", "accelerate"), ("sft", "accelerate"), ("grpo", "accelerate"),
+                                             ("gta", "mpi")])
+def test_two_processes_match_one(tmp_path, tiny_path, data_dir, method, launcher):
     m1, w1 = run(tmp_path, tiny_path, data_dir, method, 1)
-    m2, w2 = run(tmp_path, tiny_path, data_dir, method, 2)
+    m2, w2 = run(tmp_path, tiny_path, data_dir, method, 2, launcher)
     assert len(m1) == len(m2) == 2
     for a, b in zip(m1, m2):
         for key in COMPARED:
@@ -44,3 +54,30 @@ def test_two_processes_match_one(tmp_path, tiny_path, data_dir, method):
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (key, a[key], b[key])
     for name in w1:  # Adam's first steps move each weight by about lr: differences must be far below that
         assert torch.allclose(w1[name], w2[name], atol=1e-6), name
+
+
+def test_accelerate_cpu_launch_without_mpirun_says_what_to_do(tmp_path, tiny_path, data_dir):
+    """The literal `accelerate launch --cpu --num_processes 2` starts ONE process without mpirun (accelerate
+    1.15): gta stops with an error that says so and how to launch two, rather than train on one."""
+    out = tmp_path / "cpu"
+    r = subprocess.run(["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "gta", "train", "--method", "sft",
+                        "--model", tiny_path, "--dataset", "emotion", "--data-dir", str(data_dir), "--output", str(out)],
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "started a single process" in r.stderr and "--multi_gpu" in r.stderr
+    assert not out.exists()
+
+
+def test_rank_and_world_from_each_launcher():
+    from gta.config import ConfigError
+    from gta.distributed import _world
+
+    assert _world({}) == (0, 1, 0)
+    assert _world({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == (1, 2, 1)  # torchrun
+    assert _world({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4",
+                   "OMPI_COMM_WORLD_LOCAL_RANK": "1"}) == (3, 4, 1)  # Open MPI
+    assert _world({"PMI_RANK": "1", "PMI_SIZE": "2"}) == (1, 2, 1)  # Intel MPI
+    assert _world({"ACCELERATE_USE_CPU": "True"}) == (0, 1, 0)  # accelerate launch --cpu, one process
+    with pytest.raises(ConfigError, match="single process"):
+        _world({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1"})

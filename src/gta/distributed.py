@@ -3,6 +3,8 @@
 Launch with a launcher that sets WORLD_SIZE/RANK/MASTER_ADDR, e.g.
     torchrun --nproc_per_node 2 -m gta train ...
     accelerate launch --multi_gpu --num_processes 2 -m gta train ...   (torchrun underneath; works on CPU too)
+or through mpirun (Open MPI, Intel MPI, MVAPICH set their own rank variables), as accelerate's CPU launcher
+does: accelerate launch --cpu --num_processes 2 --mpirun_hostfile HOSTFILE -m gta train ...
 Every process holds the whole model and takes an equal, contiguous share of each step's prompts; the two
 gradients g_RL and g_SFT are summed across processes *before* the conflict rule, so every process computes
 the same dot product, makes the same decision and applies the same update.
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from .config import ConfigError
 
 
 @dataclass
@@ -61,12 +65,37 @@ class Dist:
             dist.barrier()
 
 
+# (rank, world size, local rank) variables of the MPI launchers accelerate's CPU launcher uses
+_MPI_VARS = (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+             ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+             ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_RANK"))
+
+
+def _world(env) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the launcher's environment."""
+    if "WORLD_SIZE" in env:
+        return int(env.get("RANK", "0")), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
+    for rank, size, local in _MPI_VARS:
+        if size in env:
+            return int(env[rank]), int(env[size]), int(env.get(local, env[rank]))
+    if env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and "MASTER_ADDR" in env:
+        # accelerate sets MASTER_ADDR only when asked for several processes, but without mpirun its CPU
+        # launcher starts just this one; training alone would silently use 1/N of the asked-for hardware.
+        raise ConfigError("`accelerate launch --cpu --num_processes N` started a single process: accelerate starts "
+                          "several CPU processes only through mpirun (--mpirun_hostfile FILE). Use `accelerate launch "
+                          "--multi_gpu --num_processes N` (torchrun underneath, works on CPU) or `torchrun "
+                          "--nproc_per_node N`, or drop --num_processes for one process")
+    return 0, 1, 0
+
+
 def setup(device: torch.device) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world, local = _world(os.environ)
     if world == 1:
         return Dist()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29500")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
     if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local)
     return Dist(dist.get_rank(), dist.get_world_size())
