@@ -60,6 +60,8 @@ class TrainConfig:
     # logging, evaluation, checkpoints
     eval_every: int = _f(0, "evaluate on a validation subset every N steps (0 = never)")
     eval_limit: int = _f(64, "size of that validation subset")
+    shard_optimizer: bool = _f(False, "ZeRO stage 1: shard AdamW's states across processes (torch's "
+                                      "ZeroRedundancyOptimizer); no effect with one process")
     save_every: int = _f(50, "checkpoint every N steps (and always at the end)")
     keep_checkpoints: int = _f(2, "how many checkpoints to keep")
     log_every: int = _f(1, "write metrics every N steps")

@@ -111,7 +111,17 @@ class Trainer:
         self.updates_per_step = cfg.num_iterations if cfg.uses_rl else 1
         total_updates = self.total_steps * self.updates_per_step
         warmup = int(cfg.warmup_ratio * total_updates)
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if cfg.shard_optimizer and self.dist.world > 1:
+            # ZeRO stage 1: each process keeps AdamW's moments for its share of the parameters and broadcasts
+            # them after its step. Gradients stay whole on every process (the conflict rule reads them).
+            from torch.distributed.optim import ZeroRedundancyOptimizer
+
+            self.optimizer = ZeroRedundancyOptimizer(self.params, optimizer_class=torch.optim.AdamW,
+                                                     lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+            if self.dist.is_main:
+                print(f"[gta] AdamW states sharded over {self.dist.world} processes (ZeRO stage 1)")
+        else:
+            self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda u: min((u + 1) / max(1, warmup), max(0.0, (total_updates - u) / max(1, total_updates - warmup))))
         # Reference policy: a snapshot of the trainable tensors, swapped in for its forwards. Works the same
@@ -379,6 +389,8 @@ class Trainer:
             bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in m.items()
                              if k in ("reward/accuracy", "guess/accuracy", "loss/sft", "eval/accuracy")})
             if self.step % cfg.save_every == 0 or self.step == self.total_steps:
+                if hasattr(self.optimizer, "consolidate_state_dict"):  # sharded: gather the states on process 0
+                    self.optimizer.consolidate_state_dict(to=0)
                 if self.dist.is_main:
                     self.save()
                 self.dist.barrier()
