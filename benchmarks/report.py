@@ -173,6 +173,9 @@ def main() -> None:
     out += ["## Fig. 5/6 analogues and gradient conflicts", ""]
     for ds, res in results.items():
         runs = res["runs"]
+        for name in ("grpo", "gta", "gta-rl"):
+            if name in runs:
+                out.append(f"- {ds}, {name}: " + reward_summary(runs[name]["metrics"]))
         if "gta" in runs:
             m = runs["gta"]["metrics"]
             dropped = sum(r["conflict/sft_dropped"] for r in m) / len(m)
@@ -222,6 +225,19 @@ def wall_times(results: dict) -> list[str]:
         out.append(f"| {ds} | " + " | ".join(cells) + f" | {total:.0f} | {verdict} |")
     return out + ["", "A training run interrupted and resumed counts until its last checkpoint in each attempt "
                   "(`train_attempts` in the results file).", ""]
+
+
+def reward_summary(metrics: list[dict]) -> str:
+    """When the accuracy reward first appeared, and the rewards of the first and last 16 steps."""
+    first = next((r["step"] for r in metrics if r["reward/accuracy"] > 0), None)
+    head, tail = metrics[:16], metrics[-16:]
+    text = (f"first step with any accuracy reward: {first if first is not None else 'never'}; "
+            f"accuracy reward steps 1-{len(head)} {_mean(head, 'reward/accuracy'):.3f}, last {len(tail)} "
+            f"{_mean(tail, 'reward/accuracy'):.3f}; format reward {_mean(head, 'reward/format'):.3f} -> "
+            f"{_mean(tail, 'reward/format'):.3f}")
+    if "guess/accuracy" in metrics[0]:
+        text += f"; guess accuracy {_mean(head, 'guess/accuracy'):.3f} -> {_mean(tail, 'guess/accuracy'):.3f}"
+    return text
 
 
 def _mean(metrics, key):
