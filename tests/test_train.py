@@ -46,7 +46,8 @@ def test_smoke_each_method(tmp_path, tiny_path, data_dir, method):
         assert "loss/sft" in keys
     else:
         assert {"reward/total", "reward/format", "reward/accuracy", "loss/rl", "kl", "clip_fraction",
-                "completion_length", "tokens_per_s", "step_time_s"} <= keys
+                "completion_length", "tokens_per_s", "step_time_s", "groups/informative"} <= keys
+        assert all(0 <= r["groups/informative"] <= 1 for r in rows)
     if method in ("gta", "gta-rl"):
         assert "guess/accuracy" in keys
     if method == "gta":

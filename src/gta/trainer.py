@@ -288,6 +288,8 @@ class Trainer:
         if self.template == "gta":
             metrics["guess/accuracy"] = sum(p["guess"] for p in parts) / len(parts)
         rewards = torch.tensor([p["total"] for p in parts], dtype=torch.float32).view(Bl, G)
+        # groups whose rewards differ: only they carry an advantage (the others' RL gradient is the KL term alone)
+        metrics["groups/informative"] = float((rewards.std(dim=1) > 0).float().mean())
 
         # 4. advantages, (B, G) -> (B*G,)
         advantages = losses.group_advantages(rewards).view(-1).to(self.device)
