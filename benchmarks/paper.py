@@ -158,9 +158,9 @@ def train_attempts(out: Path) -> list[dict]:
 
 
 def write_attempts(out: Path, attempts: list[dict]) -> None:
-    tmp = out / "attempts.json.tmp"
-    tmp.write_text(json.dumps(attempts, indent=1) + "\n")
-    tmp.replace(out / "attempts.json")
+    from gta.config import write_json_atomic
+
+    write_json_atomic(out / "attempts.json", attempts)
 
 
 def transitions(pred_file: Path) -> dict:
