@@ -30,8 +30,9 @@ def run(tmp_path, tiny_path, data_dir, method, procs, launcher="accelerate", ext
         assert all(p.returncode == 0 for p in launched), [e[-3000:] for _, e in outs]
         stdout = outs[0][0]
     else:
+        mode = "--cpu" if launcher == "accelerate-cpu" else "--multi_gpu"
         cmd = ([sys.executable, *args] if procs == 1 else
-               ["accelerate", "launch", "--multi_gpu", "--num_processes", str(procs), "--num_machines", "1",
+               ["accelerate", "launch", mode, "--num_processes", str(procs), "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", *args])
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
@@ -44,7 +45,7 @@ def run(tmp_path, tiny_path, data_dir, method, procs, launcher="accelerate", ext
 
 
 @pytest.mark.parametrize("method,launcher", [("gta", "accelerate"), ("sft", "accelerate"), ("grpo", "accelerate"),
-                                             ("gta", "mpi")])
+                                             ("gta", "mpi"), ("gta", "accelerate-cpu")])
 def test_two_processes_match_one(tmp_path, tiny_path, data_dir, method, launcher):
     m1, w1 = run(tmp_path, tiny_path, data_dir, method, 1)
     m2, w2 = run(tmp_path, tiny_path, data_dir, method, 2, launcher)
@@ -57,17 +58,23 @@ def test_two_processes_match_one(tmp_path, tiny_path, data_dir, method, launcher
         assert torch.allclose(w1[name], w2[name], atol=1e-6), name
 
 
-def test_accelerate_cpu_launch_without_mpirun_says_what_to_do(tmp_path, tiny_path, data_dir):
-    """The literal `accelerate launch --cpu --num_processes 2` starts ONE process without mpirun (accelerate
-    1.15): gta stops with an error that says so and how to launch two, rather than train on one."""
-    out = tmp_path / "cpu"
-    r = subprocess.run(["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "gta", "train", "--method", "sft",
-                        "--model", tiny_path, "--dataset", "emotion", "--data-dir", str(data_dir), "--output", str(out)],
-                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
-    assert r.returncode != 0
-    assert "started a single process" in r.stderr and "--multi_gpu" in r.stderr
-    assert not out.exists()
+def test_process_count_of_accelerate_cpu_launch(tmp_path):
+    """`accelerate launch --cpu --num_processes N` without mpirun starts one process and tells it N only on its
+    command line: gta reads N there (with accelerate's parser), and only in that situation."""
+    from gta.distributed import cpu_processes_asked
+
+    cmdline = tmp_path / "cmdline"
+    env = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1"}
+    for args, n in ((["--cpu", "--num_processes", "2"], 2), (["--cpu", "--num_processes=3"], 3),
+                    (["--cpu", "--num_processes", "1"], 0), (["--cpu"], 0)):
+        cmdline.write_bytes("\0".join(["python", "/bin/accelerate", "launch", *args, "-m", "gta", "train",
+                                        "--num-generations", "4"]).encode())
+        assert cpu_processes_asked(env, cmdline) == n, args
+    assert cpu_processes_asked({**env, "WORLD_SIZE": "2"}, cmdline) == 0  # already one of the N processes
+    assert cpu_processes_asked({"MASTER_ADDR": "127.0.0.1"}, cmdline) == 0  # not accelerate's CPU launcher
+    cmdline.write_bytes(b"python\0-m\0gta\0train")
+    assert cpu_processes_asked(env, cmdline) == 0  # parent is not `accelerate launch`
+    assert cpu_processes_asked(env, tmp_path / "missing") == 0
 
 
 def test_rank_and_world_from_each_launcher():

@@ -142,11 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:  # `gta predict RUN --fast "text"`: texts after a flag
         if args.command != "predict" or any(x.startswith("-") for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.texts = list(args.texts) + extra
+    if args.command == "train" and not extra:
+        from .distributed import cpu_processes_asked, start_processes
+
+        n = cpu_processes_asked()
+        if n:  # `accelerate launch --cpu --num_processes N` without mpirun: start the N processes ourselves
+            return start_processes(n, argv)
     try:
         args.func(args)
     except USER_ERRORS as e:

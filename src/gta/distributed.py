@@ -3,8 +3,9 @@
 Launch with a launcher that sets WORLD_SIZE/RANK/MASTER_ADDR, e.g.
     torchrun --nproc_per_node 2 -m gta train ...
     accelerate launch --multi_gpu --num_processes 2 -m gta train ...   (torchrun underneath; works on CPU too)
+    accelerate launch --cpu --num_processes 2 -m gta train ...   (see `cpu_processes_asked`)
 or through mpirun (Open MPI, Intel MPI, MVAPICH set their own rank variables), as accelerate's CPU launcher
-does: accelerate launch --cpu --num_processes 2 --mpirun_hostfile HOSTFILE -m gta train ...
+does with a hostfile: accelerate launch --cpu --num_processes 2 --mpirun_hostfile HOSTFILE -m gta train ...
 Every process holds the whole model and takes an equal, contiguous share of each step's prompts; the two
 gradients g_RL and g_SFT are summed across processes *before* the conflict rule, so every process computes
 the same dot product, makes the same decision and applies the same update.
@@ -12,7 +13,10 @@ the same dot product, makes the same decision and applies the same update.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -86,6 +90,38 @@ def _world(env) -> tuple[int, int, int]:
                           "--multi_gpu --num_processes N` (torchrun underneath, works on CPU) or `torchrun "
                           "--nproc_per_node N`, or drop --num_processes for one process")
     return 0, 1, 0
+
+
+def cpu_processes_asked(env=os.environ, parent_cmdline: Path | None = None) -> int:
+    """N when this process was started by `accelerate launch --cpu --num_processes N` (N > 1) without mpirun, else 0.
+
+    accelerate (1.15) starts several CPU processes only through mpirun; without a hostfile its simple launcher
+    starts this one process, with MASTER_ADDR set but no rank variables and no process count in the
+    environment. The count is on the launcher's command line, our parent process: read it (Linux /proc) with
+    accelerate's own argument parser, so every spelling accelerate accepts is understood."""
+    if not (env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and "MASTER_ADDR" in env) or \
+            "WORLD_SIZE" in env or any(size in env for _, size, _ in _MPI_VARS):
+        return 0
+    try:
+        argv = (parent_cmdline or Path(f"/proc/{os.getppid()}/cmdline")).read_bytes().decode().split("\0")
+        from accelerate.commands.launch import launch_command_parser
+
+        launch_args = argv[argv.index("launch") + 1:]
+        n = launch_command_parser().parse_known_args(launch_args)[0].num_processes
+    except (Exception, SystemExit):  # not Linux, not launched by `accelerate launch`, or a parser we do not know
+        return 0
+    return n if n and n > 1 else 0
+
+
+def start_processes(n: int, gta_argv: list[str], env=os.environ) -> int:
+    """Start the n data-parallel processes accelerate's CPU launcher did not, with torchrun (torch's own
+    launcher) on accelerate's MASTER_ADDR/MASTER_PORT, and wait for them; returns their exit code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--nnodes", "1",
+           "--master_addr", env.get("MASTER_ADDR", "127.0.0.1"), "--master_port", env.get("MASTER_PORT", "29500"),
+           "-m", "gta", *gta_argv]
+    print(f"[gta] accelerate's CPU launcher started one process without mpirun: starting {n} with torchrun",
+          flush=True)
+    return subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}).returncode
 
 
 def setup(device: torch.device) -> Dist:
