@@ -5,12 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
+ZERO2 = Path(__file__).resolve().parents[1] / "docs" / "zero2.yaml"
 COMPARED = ("loss/rl", "loss/sft", "grad_norm", "reward/total", "conflict/cosine", "conflict/sft_dropped")
 
 
@@ -30,9 +32,9 @@ def run(tmp_path, tiny_path, data_dir, method, procs, launcher="accelerate", ext
         assert all(p.returncode == 0 for p in launched), [e[-3000:] for _, e in outs]
         stdout = outs[0][0]
     else:
-        mode = "--cpu" if launcher == "accelerate-cpu" else "--multi_gpu"
+        mode = {"accelerate-cpu": ["--cpu"], "zero2-config": ["--config_file", str(ZERO2)]}.get(launcher, ["--multi_gpu"])
         cmd = ([sys.executable, *args] if procs == 1 else
-               ["accelerate", "launch", mode, "--num_processes", str(procs), "--num_machines", "1",
+               ["accelerate", "launch", *mode, "--num_processes", str(procs), "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", *args])
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
@@ -75,6 +77,20 @@ def test_process_count_of_accelerate_cpu_launch(tmp_path):
     cmdline.write_bytes(b"python\0-m\0gta\0train")
     assert cpu_processes_asked(env, cmdline) == 0  # parent is not `accelerate launch`
     assert cpu_processes_asked(env, tmp_path / "missing") == 0
+
+
+def test_sharded_gradients_match(tmp_path, tiny_path, data_dir):
+    """ZeRO stage 2 (--shard-gradients), launched with docs/zero2.yaml: each process sums and keeps only its own
+    parameters' gradients, and the conflict rule adds the processes' partial dot products; the training
+    equals 1 process."""
+    m1, w1 = run(tmp_path, tiny_path, data_dir, "gta", 1)
+    m2, w2 = run(tmp_path, tiny_path, data_dir, "gta", 2, "zero2-config", extra=("--shard-gradients",), name="zero2",
+                 expect="AdamW states and gradients sharded over 2 processes (ZeRO stage 2)")
+    for a, b in zip(m1, m2):
+        for key in COMPARED:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (key, a[key], b[key])
+    for name in w1:
+        assert torch.allclose(w1[name], w2[name], atol=1e-6), name
 
 
 def test_rank_and_world_from_each_launcher():

@@ -62,6 +62,8 @@ class TrainConfig:
     eval_limit: int = _f(64, "size of that validation subset")
     shard_optimizer: bool = _f(False, "ZeRO stage 1: shard AdamW's states across processes (torch's "
                                       "ZeroRedundancyOptimizer); no effect with one process")
+    shard_gradients: bool = _f(False, "ZeRO stage 2: also shard g_RL and g_SFT (each process keeps the summed "
+                                      "gradients of its own parameters only); implies --shard-optimizer")
     save_every: int = _f(50, "checkpoint every N steps (and always at the end)")
     keep_checkpoints: int = _f(2, "how many checkpoints to keep")
     log_every: int = _f(1, "write metrics every N steps")

@@ -1,7 +1,9 @@
 """Gradient-conflict rule (paper section 3.3, eqs. 10-11) on lists of per-parameter gradients.
 
-The inputs are the step's full gradients g_SFT and g_RL (summed over micro-batches and, with several
-processes, already all-reduced), so every process computes the same dot product and decision.
+The inputs are the step's gradients g_SFT and g_RL (summed over micro-batches and, with several processes,
+already summed across them), so every process computes the same dot product and decision. With ZeRO stage 2
+each process holds only its own parameters' gradients: `sum_across` then adds the partial dot products and
+squared norms of all processes before the decision.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
 
 
 def combine(
-    g_sft: list[torch.Tensor], g_rl: list[torch.Tensor], lambda1: float, lambda2: float, mode: str = "drop"
+    g_sft: list[torch.Tensor], g_rl: list[torch.Tensor], lambda1: float, lambda2: float, mode: str = "drop",
+    sum_across=None,
 ) -> tuple[list[torch.Tensor], dict[str, float]]:
     """Return the gradient to apply (written into g_rl's tensors) and {cosine, sft_dropped, projected}.
 
@@ -33,8 +36,12 @@ def combine(
     """
     if mode not in MODES:
         raise ValueError(f"unknown conflict mode {mode!r}; choose one of {MODES}")
-    dot = _dot(g_sft, g_rl)
-    n_sft, n_rl = _dot(g_sft, g_sft).sqrt(), _dot(g_rl, g_rl).sqrt()
+    device = g_rl[0].device if g_rl else None
+    sums = torch.stack([torch.as_tensor(_dot(a, b), dtype=torch.float64, device=device)
+                        for a, b in ((g_sft, g_rl), (g_sft, g_sft), (g_rl, g_rl))])
+    if sum_across is not None:
+        sums = sum_across(sums)
+    dot, n_sft, n_rl = sums[0], sums[1].sqrt(), sums[2].sqrt()
     cosine = float(dot / (n_sft * n_rl)) if n_sft > 0 and n_rl > 0 else 0.0
     dropped = projected = False
     # The result is built in place in g_rl's tensors (no 135M-parameter temporaries).

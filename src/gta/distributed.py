@@ -37,21 +37,31 @@ class Dist:
         """Sum each tensor across processes, in place, in flat buckets (few large messages)."""
         if self.world == 1:
             return tensors
-        bucket: list[torch.Tensor] = []
-        size = 0
-        for t in tensors + [None]:
-            if t is not None:
-                bucket.append(t)
-                size += t.numel()
-            if bucket and (t is None or size >= 2 ** 24):
-                flat = torch.cat([b.reshape(-1) for b in bucket])
-                dist.all_reduce(flat)
-                offset = 0
-                for b in bucket:
-                    b.copy_(flat[offset:offset + b.numel()].view_as(b))
-                    offset += b.numel()
-                bucket, size = [], 0
+        for bucket in _buckets(tensors, range(len(tensors))):
+            flat = torch.cat([tensors[b].reshape(-1) for b in bucket])
+            dist.all_reduce(flat)
+            for b, piece in zip(bucket, flat.split([tensors[b].numel() for b in bucket])):
+                tensors[b].copy_(piece.view_as(tensors[b]))
         return tensors
+
+    def reduce_to_owners(self, tensors: list[torch.Tensor], owners: list[int]) -> list[torch.Tensor | None]:
+        """ZeRO stage 2: sum each tensor across processes onto its owner process only, in flat buckets;
+        returns the sums of this process's own tensors and None for the others (whose memory is freed)."""
+        out: list[torch.Tensor | None] = [None] * len(tensors)
+        for owner in range(self.world):
+            for bucket in _buckets(tensors, [i for i, o in enumerate(owners) if o == owner]):
+                flat = torch.cat([tensors[b].reshape(-1) for b in bucket])
+                dist.reduce(flat, dst=owner)
+                if owner == self.rank:
+                    for b, piece in zip(bucket, flat.split([tensors[b].numel() for b in bucket])):
+                        out[b] = piece.view_as(tensors[b])
+        return out
+
+    def sum_scalars(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum a small float64 tensor across processes (dot products and norms of sharded gradients)."""
+        if self.world > 1:
+            dist.all_reduce(values)
+        return values
 
     def reduce_metrics(self, metrics: dict[str, float], summed: tuple[str, ...] = ()) -> dict[str, float]:
         """Combine scalar metrics over processes: `summed` keys are each process's share of a total (the
@@ -67,6 +77,19 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+
+def _buckets(tensors: list[torch.Tensor], indices, limit: int = 2 ** 24):
+    """Consecutive groups of `indices` whose tensors hold about `limit` elements together."""
+    bucket, size = [], 0
+    for i in indices:
+        bucket.append(i)
+        size += tensors[i].numel()
+        if size >= limit:
+            yield bucket
+            bucket, size = [], 0
+    if bucket:
+        yield bucket
 
 
 # (rank, world size, local rank) variables of the MPI launchers accelerate's CPU launcher uses

@@ -111,15 +111,23 @@ class Trainer:
         self.updates_per_step = cfg.num_iterations if cfg.uses_rl else 1
         total_updates = self.total_steps * self.updates_per_step
         warmup = int(cfg.warmup_ratio * total_updates)
-        if cfg.shard_optimizer and self.dist.world > 1:
+        self.owners = None  # ZeRO stage 2: the process that owns each parameter's gradient and update
+        if (cfg.shard_optimizer or cfg.shard_gradients) and self.dist.world > 1:
             # ZeRO stage 1: each process keeps AdamW's moments for its share of the parameters and broadcasts
-            # them after its step. Gradients stay whole on every process (the conflict rule reads them).
+            # them after its step. Stage 2: each micro-batch's gradients are summed onto their owner process
+            # at once, so a process accumulates g_RL and g_SFT for its own parameters only.
             from torch.distributed.optim import ZeroRedundancyOptimizer
 
             self.optimizer = ZeroRedundancyOptimizer(self.params, optimizer_class=torch.optim.AdamW,
                                                      lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+            stage = 1
+            if cfg.shard_gradients:
+                stage = 2
+                owner_of = self.optimizer._param_to_rank  # torch's own partition, so each update is local
+                self.owners = [owner_of[p] for p in self.params]
             if self.dist.is_main:
-                print(f"[gta] AdamW states sharded over {self.dist.world} processes (ZeRO stage 1)")
+                what = "AdamW states" + (" and gradients" if stage == 2 else "")
+                print(f"[gta] {what} sharded over {self.dist.world} processes (ZeRO stage {stage})")
         else:
             self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -235,10 +243,34 @@ class Trainer:
         ids = self.tokenizer(label + closing, add_special_tokens=False)["input_ids"]
         return ids + ([self.tokenizer.eos_token_id] if closing == "</answer>" else [])
 
-    def apply_update(self, grads: list[torch.Tensor]) -> float:
+    # Gradients of a step: whole on every process, or (ZeRO stage 2) only the owned ones, None elsewhere.
+    def new_grads(self) -> list[torch.Tensor | None]:
+        return [torch.zeros_like(p) if self.owners is None or self.owners[i] == self.dist.rank else None
+                for i, p in enumerate(self.params)]
+
+    def add_grads(self, total: list[torch.Tensor | None], local) -> None:
+        """Accumulate one micro-batch's gradients (stage 2: summed onto their owners right away)."""
+        if self.owners is not None:
+            local = self.dist.reduce_to_owners([torch.zeros_like(p) if g is None else g
+                                                for p, g in zip(self.params, local)], self.owners)
+        for t, g in zip(total, local):
+            if t is not None and g is not None:
+                t += g
+
+    def sum_grads(self, total: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        """The step's gradients summed over processes (stage 2: already summed on their owners)."""
+        return total if self.owners is not None else self.dist.all_reduce_sum(total)
+
+    def apply_update(self, grads: list[torch.Tensor | None]) -> float:
         for p, g in zip(self.params, grads):
             p.grad = g
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm or float("inf"))
+        if self.owners is None:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm or float("inf"))
+        else:  # the global norm from each process's share, then torch's clipping rule
+            own = [g for g in grads if g is not None]
+            norm = self.dist.sum_scalars(torch.stack([g.double().pow(2).sum() for g in own]).sum()).sqrt()
+            if self.cfg.max_grad_norm:
+                torch._foreach_mul_(own, float(torch.clamp(self.cfg.max_grad_norm / (norm + 1e-6), max=1.0)))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -248,7 +280,7 @@ class Trainer:
     def sft_step(self, idx: list[int]) -> dict:
         cfg, B = self.cfg, len(idx)  # B: prompts in the whole step (all processes)
         idx, _ = self.local(idx)
-        grads = [torch.zeros_like(p) for p in self.params]
+        grads = self.new_grads()
         loss_sum, tokens = 0.0, 0
         for start in range(0, len(idx), cfg.micro_batch_size):
             mb = idx[start:start + cfg.micro_batch_size]
@@ -257,10 +289,10 @@ class Trainer:
                 self.tokenizer.pad_token_id, self.device)
             logp, = rollout.shared_prefix_logprobs(self.model, self.encode(mb), [(targets, tmask, 1)], self.bf16)
             loss = losses.sft_loss(logp, tmask, B)
-            _accumulate(grads, torch.autograd.grad(loss, self.params, allow_unused=True))
+            self.add_grads(grads, torch.autograd.grad(loss, self.params, allow_unused=True))
             loss_sum += float(loss.detach())
             tokens += int(tmask.sum())
-        grad_norm = self.apply_update(self.dist.all_reduce_sum(grads))
+        grad_norm = self.apply_update(self.sum_grads(grads))
         return {"loss/sft": loss_sum, "grad_norm": grad_norm, "_tokens": tokens}
 
     def rl_step(self, idx: list[int], step: int) -> dict:
@@ -328,8 +360,8 @@ class Trainer:
         totals = {"loss/rl": 0.0, "loss/sft": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0,
                   "conflict/cosine": 0.0, "conflict/sft_dropped": 0.0}
         for it in range(cfg.num_iterations):
-            g_rl = [torch.zeros_like(p) for p in self.params]
-            g_sft = [torch.zeros_like(p) for p in self.params] if gta else None
+            g_rl = self.new_grads()
+            g_sft = self.new_grads() if gta else None
             kl_sum = clipped = tokens = 0.0
             for mb in micro:
                 suffixes = [(mb["ids"], mb["cmask"], G)] + ([(*mb["guess"], 1)] if gta else [])
@@ -338,10 +370,10 @@ class Trainer:
                     mb["old"] = logps[0].detach()
                 l_rl, st = losses.grpo_loss(logps[0], mb["old"], mb.get("ref"), mb["adv"], mb["rl_mask"],
                                             mb["lengths"], cfg.epsilon, cfg.beta, num_sequences=B * G)
-                _accumulate(g_rl, torch.autograd.grad(l_rl, self.params, retain_graph=gta, allow_unused=True))
+                self.add_grads(g_rl, torch.autograd.grad(l_rl, self.params, retain_graph=gta, allow_unused=True))
                 if gta:
                     l_sft = losses.sft_loss(logps[1], mb["guess"][1], num_examples=B)
-                    _accumulate(g_sft, torch.autograd.grad(l_sft, self.params, allow_unused=True))
+                    self.add_grads(g_sft, torch.autograd.grad(l_sft, self.params, allow_unused=True))
                     totals["loss/sft"] += float(l_sft.detach()) / cfg.num_iterations
                 totals["loss/rl"] += float(l_rl.detach()) / cfg.num_iterations
                 kl_sum += float(st["kl_sum"])
@@ -349,14 +381,17 @@ class Trainer:
                 tokens += float(st["tokens"])
             totals["kl"] += kl_sum / max(tokens, 1) / cfg.num_iterations
             totals["clip_fraction"] += clipped / max(tokens, 1) / cfg.num_iterations
-            g_rl = self.dist.all_reduce_sum(g_rl)  # the conflict rule sees the whole step's gradients
+            g_rl = self.sum_grads(g_rl)  # the conflict rule sees the whole step's gradients
             if gta:
-                g_sft = self.dist.all_reduce_sum(g_sft)
-                grads, info = combine(g_sft, g_rl, cfg.lambda1, cfg.lambda2, cfg.conflict)
+                g_sft = self.sum_grads(g_sft)
+                own = [i for i, g in enumerate(g_rl) if g is not None]  # all, unless gradients are sharded
+                _, info = combine([g_sft[i] for i in own], [g_rl[i] for i in own], cfg.lambda1, cfg.lambda2,
+                                  cfg.conflict, sum_across=self.dist.sum_scalars if self.owners else None)
+                grads = g_rl  # combine wrote the result into g_rl's tensors
                 totals["conflict/cosine"] += info["cosine"] / cfg.num_iterations
                 totals["conflict/sft_dropped"] += info["sft_dropped"] / cfg.num_iterations
             else:
-                grads = [cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
+                grads = [None if g is None else cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
             totals["grad_norm"] += self.apply_update(grads) / cfg.num_iterations
         if not gta:
             for key in ("loss/sft", "conflict/cosine", "conflict/sft_dropped"):
@@ -425,12 +460,6 @@ class Trainer:
         ref = dict(zip(self.names, self.reference)) if self.reference is not None else None
         return checkpoint.save(self.run_dir, self.step, self.model, self.tokenizer, self.optimizer, self.scheduler,
                                ref, self.cfg.to_dict(), self.cfg.keep_checkpoints)
-
-
-def _accumulate(total: list[torch.Tensor], grads) -> None:
-    for t, g in zip(total, grads):
-        if g is not None:
-            t += g
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
