@@ -88,9 +88,9 @@ def main() -> None:
               "--batch-size", str(args.eval_batch_size)]
 
     def save():
-        tmp = out_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(out_file)
+        from gta.config import write_json_atomic
+
+        write_json_atomic(out_file, results)
 
     # Base model, zero-shot
     for prompt in ("direct", "think"):

@@ -139,7 +139,9 @@ def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, sto
         cache = Cache(layers=[_ReservedLayer(k.repeat_interleave(G, 0), v.repeat_interleave(G, 0), max_new_tokens)
                               for k, v in kv])
         logits = logits.repeat_interleave(G, 0)  # (n, V), n: rows still in the batch
-        mask = prompts.attention_mask.repeat_interleave(G, 0)  # (n, P + t)
+        P = prompts.attention_mask.shape[1]
+        mask = prompts.attention_mask.new_ones(len(logits), P + max_new_tokens)  # (n, P + max): room reserved,
+        mask[:, :P] = prompts.attention_mask.repeat_interleave(G, 0)  # as for the cache; step t reads P + t + 1
         pos = prompts.lengths.repeat_interleave(G, 0)  # (n,)
         N = mask.shape[0]
         rows = torch.arange(N, device=device)  # the batch rows' indices among the N rows
@@ -161,8 +163,7 @@ def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, sto
                 for layer in cache.layers:
                     layer.batch_select_indices(keep)
                 rows, nxt, mask, pos, done = rows[keep], nxt[keep], mask[keep], pos[keep], done[keep]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos[:, None],
+            out = model(input_ids=nxt[:, None], attention_mask=mask[:, :P + t + 1], position_ids=pos[:, None],
                         past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1]
             pos = pos + 1
