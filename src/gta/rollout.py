@@ -54,6 +54,17 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def attention_backend(device: torch.device):
+    """On CPU, with gradients: SDPA's math kernel (batched matmuls) instead of its flash kernel, whose CPU
+    backward cost about 12x its forward in a profile of one update micro-batch here (2.5 of 11 s). Same
+    attention, a different kernel; `benchmarks/attention_kernel.py` times both. CUDA keeps its fused kernels."""
+    if device.type != "cpu" or not torch.is_grad_enabled():
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 def prompt_forward(model, prompts: Prompts):
     """One forward over the B prompts. Returns the per-layer (key, value) tensors and the logits of the
     last prompt position, (B, V), which predict the first completion token."""
@@ -190,7 +201,7 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
     """
     device = prompts.input_ids.device
     out_logps = []
-    with autocast(device, bf16):
+    with autocast(device, bf16), attention_backend(device):
         kv, last = prompt_forward(model, prompts)  # last: (B, V)
         for ids, smask, k in suffixes:
             N, L = ids.shape
