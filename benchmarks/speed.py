@@ -9,6 +9,14 @@ GRPOTrainer, peak memory of a G=16 GTA step) and adds `step_vs_trl` and `gta_vs_
 Same model (SmolLM2-135M-Instruct), same prompts (emotion test tweets padded with their neighbours to
 about --prompt-tokens tokens), same lengths and sampling settings; the variants are interleaved and
 each figure is the median of --repeats runs. Prints measured figures only.
+
+The figures above use completions of one fixed length (no stop token), as the issue's comparison asks. A
+second part (`variable_length` in the JSON; --variable-new-tokens 0 skips it) measures what real training
+sees: the GTA prompts of the first B emotion training tweets, sampling until the end-of-turn token or
+--variable-new-tokens (the paper protocol's 96), where a few rows run long and most stop early. There it
+times our rollout with stopped rows leaving the batch against the same rollout keeping every row (identical
+samples), and plain `generate` (bf16 autocast, same stop token); and our update pass in length-sorted chunks
+against one chunk of all rows (identical results) and the plain pass.
 """
 from __future__ import annotations
 
@@ -48,6 +56,86 @@ def make_prompts(tokenizer, n: int, target_tokens: int, data_dir: Path) -> list[
     return out
 
 
+def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: int, data_dir: Path) -> dict:
+    """Rollouts and update passes whose completions stop at the end-of-turn token (lengths vary)."""
+    splits = load_splits("emotion", str(data_dir))
+    labels = label_set(splits["train"])
+    batch = rollout.encode_prompts(tok, [build_prompt(tok, e.text, labels, "gta") for e in splits["train"][:B]], "cpu")
+    P = batch.input_ids.shape[1]
+    stop = sorted({tok.eos_token_id, tok.pad_token_id})
+
+    def ours(compact):
+        return lambda: rollout.generate(sampler, batch, G, max_new, stop, tok.pad_token_id, 1.0,
+                                        torch.Generator().manual_seed(0), compact=compact)
+
+    def plain():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=True,
+                                 temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new,
+                                 num_return_sequences=G, pad_token_id=tok.pad_token_id, eos_token_id=stop)
+        new = out[:, P:]
+        ended = torch.isin(new, torch.tensor(stop)).long().cumsum(1)  # valid: up to and including the stop
+        return new, ((ended == 0) | ((ended == 1) & torch.isin(new, torch.tensor(stop)))).long()
+
+    ids, cmask = ours(True)()
+    same, _ = ours(False)()
+    assert torch.equal(ids, same), "compaction changed the samples"
+    params = list(model.parameters())
+    adv = torch.randn(B * G, generator=torch.Generator().manual_seed(0))
+
+    def loss_of(logp):
+        return grpo_loss(logp, logp.detach(), None, adv, cmask.float(), cmask.sum(1).float(), 0.2, 0.0, B * G)[0]
+
+    def update(rows_per_chunk):
+        def run():
+            logp, = rollout.shared_prefix_logprobs(model, batch, [(ids, cmask, G)], True, rows_per_chunk)
+            torch.autograd.grad(loss_of(logp), params)
+        return run
+
+    def plain_update():
+        full = torch.cat([batch.input_ids.repeat_interleave(G, 0), ids], 1)
+        attn = torch.cat([batch.attention_mask.repeat_interleave(G, 0), cmask], 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=full, attention_mask=attn,
+                           position_ids=(attn.cumsum(1) - 1).clamp(min=0)).logits[:, P - 1:-1]
+            logp = rollout.token_logprobs(logits, ids) * cmask
+        torch.autograd.grad(loss_of(logp), params)
+
+    variants = {"rollout_compact": ours(True), "rollout_all_rows": ours(False), "rollout_plain_bf16": plain,
+                "update_chunks_of_8": update(8), "update_one_chunk": update(B * G), "update_plain": plain_update}
+    times, plain_tokens = {k: [] for k in variants}, []
+    for _ in range(repeats):
+        for k, fn in variants.items():
+            t, out = timed(fn)
+            times[k].append(t)
+            if k == "rollout_plain_bf16":
+                plain_tokens.append(int(out[1].sum()))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lengths = cmask.sum(1)
+    tokens = int(lengths.sum())
+    res = {"shape": {"B": B, "G": G, "prompt_tokens": P, "max_new_tokens": max_new},
+           "completion_lengths": {"mean": float(lengths.float().mean()), "max": int(lengths.max()),
+                                  "min": int(lengths.min())},
+           "seconds": med,
+           "rollout_tokens_per_s": {"rollout_compact": tokens / med["rollout_compact"],
+                                    "rollout_all_rows": tokens / med["rollout_all_rows"],
+                                    "rollout_plain_bf16": statistics.median(plain_tokens) / med["rollout_plain_bf16"]},
+           "compaction_speedup": med["rollout_all_rows"] / med["rollout_compact"],
+           "chunking_speedup": med["update_one_chunk"] / med["update_chunks_of_8"],
+           "update_vs_plain": med["update_plain"] / med["update_chunks_of_8"]}
+    res["rollout_vs_plain_bf16"] = (res["rollout_tokens_per_s"]["rollout_compact"]
+                                    / res["rollout_tokens_per_s"]["rollout_plain_bf16"])
+    print(f"variable length (stop at end of turn, <= {max_new} new tokens): our completions mean "
+          f"{res['completion_lengths']['mean']:.1f}, max {res['completion_lengths']['max']} tokens")
+    for k in variants:
+        print(f"{k:<28} {med[k]:8.2f} s")
+    print(f"rollout: stopped rows leave / keep all rows = {res['compaction_speedup']:.2f}x faster; valid tokens/s "
+          f"ours / plain generate bf16 = {res['rollout_vs_plain_bf16']:.2f}x")
+    print(f"update:  chunks of 8 / one chunk = {res['chunking_speedup']:.2f}x faster; / plain pass = "
+          f"{res['update_vs_plain']:.2f}x")
+    return res
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -63,6 +151,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--data-dir", default=str(DATA))
     ap.add_argument("--json", default=None, help="also write every figure here")
+    ap.add_argument("--variable-new-tokens", type=int, default=96,
+                    help="max new tokens of the variable-length part (stop at end of turn); 0 skips it")
     ap.add_argument("--steps", type=int, default=3,
                     help="also time whole steps (benchmarks/steps.py: ours vs TRL, GTA vs GRPO, G=16 memory) over "
                          "this many steps each; 0 skips them")
@@ -157,6 +247,9 @@ def main() -> None:
     print(f"rollout: ours / plain generate fp32 = {res['rollout_vs_plain']:.2f}x, bf16 = {res['rollout_vs_plain_bf16']:.2f}x")
     print(f"update:  ours / plain pass = {res['update_vs_plain']:.2f}x; useful {res['useful_gflops']:.1f} GFLOP/s = "
           f"{res['flops_fraction']:.0%} of the bf16 ceiling")
+    if args.variable_new_tokens:
+        res["variable_length"] = variable_length(model, sampler, tok, B, G, args.variable_new_tokens, args.repeats,
+                                                 Path(args.data_dir))
     if args.steps:
         del model, sampler, params  # free memory for the step benchmarks, each in its own process
         import subprocess

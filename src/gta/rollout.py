@@ -131,12 +131,13 @@ def sample_tokens(logits: torch.Tensor, temperature: float,
 @torch.no_grad()
 def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, stop_ids: list[int], pad_id: int,
              temperature: float = 1.0, generator: torch.Generator | list[torch.Generator] | None = None,
-             bf16: bool = False):
+             bf16: bool = False, compact: bool = True):
     """Sample `num_samples` completions per prompt from one prefill per prompt.
 
     Rows that have stopped leave the batch (their cache rows are dropped once an eighth of the batch has
     stopped), so a step costs what its unfinished rows cost. Every row still draws its random number at
-    every step, so the samples do not depend on when rows leave.
+    every step, so the samples do not depend on when rows leave (`compact=False` keeps every row to the end,
+    with the same samples: for benchmarks/speed.py).
 
     Returns (completions (B*G, L) right-padded, completion_mask (B*G, L): 1 up to and including the stop
     token). Rows i*G .. i*G+G-1 belong to prompt i.
@@ -169,7 +170,7 @@ def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, sto
             done = done | torch.isin(nxt, stop)
             if bool(done.all()) or t == max_new_tokens - 1:
                 return tokens[:, : t + 1], alive[:, : t + 1]
-            if int(done.sum()) >= max(1, len(rows) // 8):  # drop stopped rows from the batch
+            if compact and int(done.sum()) >= max(1, len(rows) // 8):  # drop stopped rows from the batch
                 keep = (~done).nonzero().squeeze(1)
                 for layer in cache.layers:
                     layer.batch_select_indices(keep)
