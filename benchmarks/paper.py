@@ -144,10 +144,10 @@ def train_attempts(out: Path) -> list[dict]:
     sum of the attempts is the wall time of the training that was kept."""
     from gta.checkpoint import latest
 
-    f = out / "attempts.json"
+    f = attempts_file(out)
     attempts = json.loads(f.read_text()) if f.is_file() else []
     if not attempts and (out / "config.json").is_file():
-        # started by a version of this script that kept no attempts.json: it began when config.json was written
+        # started by a version of this script that kept no attempts file: it began when config.json was written
         attempts = [{"start": (out / "config.json").stat().st_mtime, "reconstructed": True}]
     ckpt = latest(out)
     kept_until = (out / "checkpoints" / "latest.json").stat().st_mtime if ckpt is not None else 0.0
@@ -157,10 +157,15 @@ def train_attempts(out: Path) -> list[dict]:
     return attempts
 
 
+def attempts_file(out: Path) -> Path:
+    """Beside the run folder, not in it: `gta train` starts a new run only in a missing or empty folder."""
+    return out.with_name(out.name + ".attempts.json")
+
+
 def write_attempts(out: Path, attempts: list[dict]) -> None:
     from gta.config import write_json_atomic
 
-    write_json_atomic(out / "attempts.json", attempts)
+    write_json_atomic(attempts_file(out), attempts)
 
 
 def transitions(pred_file: Path) -> dict:

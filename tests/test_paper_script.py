@@ -14,6 +14,16 @@ def _paper():
     return module
 
 
+def test_attempts_of_a_new_run_leave_its_folder_to_gta_train(tmp_path):
+    """The run folder does not exist before `gta train` creates it (it refuses a non-empty folder that holds
+    no run): the attempts file goes beside it."""
+    paper = _paper()
+    out = tmp_path / "sft"
+    paper.write_attempts(out, [{"start": 1000.0}])
+    assert not out.exists()
+    assert paper.train_attempts(out) == [{"start": 1000.0, "end": 1000.0}]
+
+
 def _checkpoint(out: Path, mtime: float) -> None:
     (out / "checkpoints" / "step-000016").mkdir(parents=True)
     pointer = out / "checkpoints" / "latest.json"
