@@ -93,13 +93,7 @@ def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: 
         return run
 
     def plain_update():
-        full = torch.cat([batch.input_ids.repeat_interleave(G, 0), ids], 1)
-        attn = torch.cat([batch.attention_mask.repeat_interleave(G, 0), cmask], 1)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(input_ids=full, attention_mask=attn,
-                           position_ids=(attn.cumsum(1) - 1).clamp(min=0)).logits[:, P - 1:-1]
-            logp = rollout.token_logprobs(logits, ids) * cmask
-        torch.autograd.grad(loss_of(logp), params)
+        plain_update_pass(model, batch, ids, cmask, G, loss_of, params)
 
     variants = {"rollout_compact": ours(True), "rollout_all_rows": ours(False), "rollout_plain_bf16": plain,
                 "update_chunks_of_8": update(8), "update_one_chunk": update(B * G), "update_plain": plain_update}
@@ -134,6 +128,18 @@ def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: 
     print(f"update:  chunks of 8 / one chunk = {res['chunking_speedup']:.2f}x faster; / plain pass = "
           f"{res['update_vs_plain']:.2f}x")
     return res
+
+
+def plain_update_pass(model, batch, ids, cmask, G: int, loss_of, params) -> None:
+    """The plain update: forward+backward over the G repeated prompt+completion sequences, bf16 autocast."""
+    P = batch.input_ids.shape[1]
+    full = torch.cat([batch.input_ids.repeat_interleave(G, 0), ids], 1)
+    attn = torch.cat([batch.attention_mask.repeat_interleave(G, 0), cmask], 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids=full, attention_mask=attn,
+                       position_ids=(attn.cumsum(1) - 1).clamp(min=0)).logits[:, P - 1:-1]
+        logp = rollout.token_logprobs(logits, ids) * cmask
+    torch.autograd.grad(loss_of(logp), params)
 
 
 def timed(fn):
@@ -205,13 +211,7 @@ def main() -> None:
         torch.autograd.grad(loss_of(logp), params)
 
     def plain_update():
-        full = torch.cat([batch.input_ids.repeat_interleave(G, 0), ids], 1)
-        attn = torch.cat([batch.attention_mask.repeat_interleave(G, 0), cmask], 1)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(input_ids=full, attention_mask=attn,
-                           position_ids=(attn.cumsum(1) - 1).clamp(min=0)).logits[:, P - 1:-1]
-            logp = rollout.token_logprobs(logits, ids) * cmask
-        torch.autograd.grad(loss_of(logp), params)
+        plain_update_pass(model, batch, ids, cmask, G, loss_of, params)
 
     variants = {"rollout_ours": ours_rollout, "rollout_plain_fp32": plain_rollout("fp32"),
                 "rollout_plain_bf16": plain_rollout("bf16"), "update_ours": ours_update, "update_plain": plain_update}
