@@ -212,11 +212,15 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
                 width = max(1, int(lengths[rows].max()))
                 p_idx = torch.div(rows, k, rounding_mode="floor")  # the prompt of each row
                 c_ids, c_mask = ids[rows, :width], smask[rows, :width]
-                logits = last[p_idx][:, None]  # (n, 1, V) predicts suffix token 0
+                # index_select, not last[p_idx]: p_idx repeats each prompt k times, and the backward of
+                # advanced indexing adds the repeats with parallel atomic adds on CPU (run-to-run different
+                # float rounding, which broke bitwise resume); index_select's backward adds them in order.
+                logits = last.index_select(0, p_idx)[:, None]  # (n, 1, V) predicts suffix token 0
                 if width > 1:
                     attn = torch.cat([prompts.attention_mask[p_idx], c_mask[:, :-1]], dim=1)
                     pos = prompts.lengths[p_idx][:, None] + torch.arange(width - 1, device=device)
-                    cache = DynamicCache(ddp_cache_data=[(key[p_idx], value[p_idx]) for key, value in kv])
+                    cache = DynamicCache(ddp_cache_data=[(key.index_select(0, p_idx), value.index_select(0, p_idx))
+                                                        for key, value in kv])
                     rest = model(input_ids=c_ids[:, :-1], attention_mask=attn, position_ids=pos,
                                  past_key_values=cache, use_cache=True).logits  # tokens 0..w-2 predict 1..w-1
                     logits = torch.cat([logits, rest], dim=1)  # (n, w, V)
@@ -225,7 +229,7 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
                 order.append(rows)
             inverse = torch.empty(N, dtype=torch.long, device=device)
             inverse[torch.cat(order)] = torch.arange(N, device=device)
-            out_logps.append(torch.cat(pieces)[inverse])
+            out_logps.append(torch.cat(pieces).index_select(0, inverse))
     return out_logps
 
 
