@@ -58,18 +58,19 @@ def main() -> int:
         from gta.models import tiny_model
 
         model = str(tiny_model(tmp / "tiny"))
-        t0 = time.time()
-        subprocess.run(train_cmd(model, tmp / "reference", args), check=True, env=env, capture_output=True)
-        duration = time.time() - t0
-        print(f"uninterrupted run: {args.steps} steps in {duration:.0f} s")
+        startup, duration = _reference_run(train_cmd(model, tmp / "reference", args), tmp / "reference", env)
+        print(f"uninterrupted run: {args.steps} steps in {duration:.0f} s, first checkpoint after {startup:.0f} s")
         ref_w, ref_m = final_state(tmp / "reference")
 
-        run, kills, all_same = tmp / "killed", 0, True
+        run, kills, all_same, stuck = tmp / "killed", 0, True, 0
         while True:
             proc = subprocess.Popen(train_cmd(model, run, args), env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
-            # kill somewhere in the run's life: the first min_trials kills are spread over its expected length
-            delay = rng.uniform(2.0, max(4.0, 2 * duration / args.min_trials))
+            # kill somewhere in the run's life: every attempt pays the start-up time again, and beyond it the
+            # kills advance the run by 1/min_trials of its training time on average, so about min_trials
+            # kills land over one run's life, some of them during start-up or while a checkpoint is written
+            delay = rng.uniform(0.5 * startup, startup + 2 * (duration - startup) / args.min_trials)
+            before = _latest_step(run)
             try:
                 proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
@@ -78,6 +79,10 @@ def main() -> int:
                 kills += 1
                 step = _latest_step(run)
                 print(f"trial {kills}: SIGKILL after {delay:.1f} s (latest checkpoint: step {step})")
+                stuck = stuck + 1 if step == before else 0
+                if stuck >= 3 * args.min_trials:
+                    print(f"no progress in {stuck} attempts in a row: the kills come before the first checkpoint")
+                    return 1
                 continue
             if proc.returncode != 0:
                 print(proc.stderr.read().decode()[-2000:])
@@ -92,6 +97,22 @@ def main() -> int:
         same = all_same and _compare(run, ref_w, ref_m)
         print(f"{kills if same else 0}/{kills} trials identical")
         return 0 if same else 1
+
+
+def _reference_run(cmd: list[str], run: Path, env) -> tuple[float, float]:
+    """Run uninterrupted; return (seconds until its first checkpoint, total seconds)."""
+    t0, startup = time.time(), None
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a full pipe would block the polled process
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        while proc.poll() is None:
+            if startup is None and _latest_step(run) is not None:
+                startup = time.time() - t0
+            time.sleep(0.1)
+        duration = time.time() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(err.read().decode()[-2000:] + "\nthe uninterrupted run failed")
+    return (startup or duration), duration
 
 
 def _latest_step(run: Path):
