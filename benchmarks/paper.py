@@ -103,7 +103,8 @@ def main() -> None:
         wall = run(gta("eval", "--model", p["model"], "--prompt", prompt, "--max-new-tokens",
                        str(max_new), "--max-prompt-length", str(p["max_prompt_length"]),
                        "--output", str(out), *common), log)
-        results["runs"][name] = {"eval": json.loads((out / "eval" / "metrics.json").read_text()), "eval_wall_s": wall}
+        results["runs"][name] = {"eval": json.loads((out / "eval" / "metrics.json").read_text()), "eval_wall_s": wall,
+                                 "code": [code_version()]}
         save()
 
     methods = ["sft", "grpo", "gta"] + (["gta-rl"] if ds == "sst5" else [])
@@ -118,7 +119,7 @@ def main() -> None:
         if (out / "config.json").is_file():
             flags.append("--resume")
         attempts = train_attempts(out)
-        attempts.append({"start": time.time()})
+        attempts.append({"start": time.time(), "code": code_version()})
         write_attempts(out, attempts)
         run(gta("train", *flags), log)
         attempts[-1]["end"] = time.time()
@@ -131,6 +132,8 @@ def main() -> None:
             "eval": json.loads((out / "eval" / "metrics.json").read_text()),
             "train_wall_s": train_wall, "train_attempts": len(attempts), "eval_wall_s": eval_wall,
             "metrics": metrics,
+            # the git commit(s) the training attempts and the evaluation ran (float rounding may differ between them)
+            "code": sorted({a["code"] for a in attempts if a.get("code")} | {code_version()}),
         }
         if method in ("gta", "gta-rl"):
             results["runs"][method]["transitions"] = transitions(out / "eval" / "predictions.jsonl")
@@ -183,6 +186,18 @@ def transitions(pred_file: Path) -> dict:
         if key == "wrong->right" and len(examples) < 3:
             examples.append({k: r[k] for k in ("text", "gold", "guess", "think", "answer")})
     return {"counts": counts, "examples": examples}
+
+
+def code_version() -> str | None:
+    """The git commit this script runs from, with `+changes` if tracked files differ from it; None outside git."""
+    try:
+        git = ["git", "-C", str(ROOT)]
+        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit.stdout.strip() + ("+changes" if dirty else "")
 
 
 def machine() -> dict:

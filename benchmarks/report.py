@@ -223,8 +223,13 @@ def wall_times(results: dict) -> list[str]:
         done = sum(n in res["runs"] for n in names)
         verdict = ("yes" if total <= 150 else "no") if done == expected else f"({done}/{expected} runs so far)"
         out.append(f"| {ds} | " + " | ".join(cells) + f" | {total:.0f} | {verdict} |")
-    return out + ["", "A training run interrupted and resumed counts until its last checkpoint in each attempt "
-                  "(`train_attempts` in the results file).", ""]
+    out += ["", "A training run interrupted and resumed counts until its last checkpoint in each attempt "
+            "(`train_attempts` in the results file).", ""]
+    versions = [f"{ds} {n}: {', '.join(f'`{c}`' for c in r['code'])}" for ds, res in results.items()
+                for n in names if (r := res["runs"].get(n)) and r.get("code")]
+    if versions:  # recorded since paper.py kept it; earlier runs have none
+        out += ["Code version (git commit) each run used: " + "; ".join(versions) + ".", ""]
+    return out
 
 
 def reward_summary(metrics: list[dict]) -> str:

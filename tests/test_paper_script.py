@@ -54,3 +54,23 @@ def test_run_started_without_attempts_file_starts_at_its_config(tmp_path):
     attempts = paper.train_attempts(tmp_path)
     assert len(attempts) == 1 and attempts[0]["end"] - attempts[0]["start"] == 600.0
     assert paper.train_attempts(tmp_path / "fresh") == []
+
+
+def test_code_version_names_the_commit_and_local_changes(tmp_path, monkeypatch):
+    import subprocess
+
+    paper = _paper()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    (repo / "a.txt").write_text("1")
+    subprocess.run(git + ["add", "a.txt"], check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], check=True)
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    monkeypatch.setattr(paper, "ROOT", repo)
+    assert paper.code_version() == head
+    (repo / "a.txt").write_text("2")
+    assert paper.code_version() == head + "+changes"
+    monkeypatch.setattr(paper, "ROOT", tmp_path / "not-a-repo")
+    assert paper.code_version() is None
