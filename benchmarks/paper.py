@@ -84,6 +84,10 @@ def main() -> None:
     results = json.loads(out_file.read_text()) if out_file.is_file() else {}
     results.update({"dataset": ds, "protocol": p, "machine": machine()})
     results.setdefault("runs", {})
+    for name, r in results["runs"].items():  # runs finished before paper.py summarised answers
+        pred = runs / name / "eval" / "predictions.jsonl"
+        if "answers" not in r and pred.is_file():
+            r["answers"] = answer_summary(pred, r["eval"]["confusion_matrix"]["labels"][:-1])
     common = ["--dataset", ds, "--data-dir", args.data_dir, "--test-limit", str(p["test_limit"]), "--seed", str(p["seed"]),
               "--batch-size", str(args.eval_batch_size)]
 
@@ -103,8 +107,10 @@ def main() -> None:
         wall = run(gta("eval", "--model", p["model"], "--prompt", prompt, "--max-new-tokens",
                        str(max_new), "--max-prompt-length", str(p["max_prompt_length"]),
                        "--output", str(out), *common), log)
-        results["runs"][name] = {"eval": json.loads((out / "eval" / "metrics.json").read_text()), "eval_wall_s": wall,
-                                 "code": [code_version()]}
+        ev = json.loads((out / "eval" / "metrics.json").read_text())
+        results["runs"][name] = {"eval": ev, "eval_wall_s": wall, "code": [code_version()],
+                                 "answers": answer_summary(out / "eval" / "predictions.jsonl",
+                                                           ev["confusion_matrix"]["labels"][:-1])}
         save()
 
     methods = ["sft", "grpo", "gta"] + (["gta-rl"] if ds == "sst5" else [])
@@ -127,9 +133,11 @@ def main() -> None:
         train_wall = sum(a["end"] - a["start"] for a in attempts)
         eval_wall = run(gta("eval", str(out), *common), log)
         metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        ev = json.loads((out / "eval" / "metrics.json").read_text())
         results["runs"][method] = {
             "config": json.loads((out / "config.json").read_text()),
-            "eval": json.loads((out / "eval" / "metrics.json").read_text()),
+            "eval": ev,
+            "answers": answer_summary(out / "eval" / "predictions.jsonl", ev["confusion_matrix"]["labels"][:-1]),
             "train_wall_s": train_wall, "train_attempts": len(attempts), "eval_wall_s": eval_wall,
             "metrics": metrics,
             # the git commit(s) the training attempts and the evaluation ran (float rounding may differ between them)
@@ -186,6 +194,19 @@ def transitions(pred_file: Path) -> dict:
         if key == "wrong->right" and len(examples) < 3:
             examples.append({k: r[k] for k in ("text", "gold", "guess", "think", "answer")})
     return {"counts": counts, "examples": examples}
+
+
+def answer_summary(pred_file: Path, labels: list[str]) -> dict:
+    """What the exactly-formatted answers that are not a label say (e.g. a placeholder copied from the prompt)."""
+    import collections
+
+    from gta.evaluate import INVALID, canonical_label
+
+    records = [json.loads(line) for line in pred_file.read_text().splitlines()]
+    others = collections.Counter(r["answer"] for r in records
+                                 if r["exact_format"] and canonical_label(r["answer"], labels) == INVALID)
+    return {"n": len(records), "invalid_format": sum(not r["exact_format"] for r in records),
+            "not_a_label": sum(others.values()), "top_not_a_label": others.most_common(3)}
 
 
 def code_version() -> str | None:

@@ -169,6 +169,7 @@ def main() -> None:
             verdicts.append(f"- Thinking helps zero-shot on {ds}: **{'held' if held else 'not held'}** "
                             f"({pct(d['eval']['accuracy'])} -> {pct(t['eval']['accuracy'])})")
     out.append("")
+    out += answers_table(results)
     figs = plot(results)
     out += ["## Fig. 5/6 analogues and gradient conflicts", ""]
     for ds, res in results.items():
@@ -202,6 +203,23 @@ def main() -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(out))
     print(f"wrote {DOC}")
+
+
+def answers_table(results: dict) -> list[str]:
+    """Why an accuracy is low: outputs not in the exact format, and formatted answers that are not a label."""
+    rows = []
+    for ds, res in results.items():
+        for name, r in res["runs"].items():
+            a = r.get("answers")
+            if a:
+                top = ", ".join(f"`{text}` {count}" for text, count in a["top_not_a_label"]) or "—"
+                rows.append(f"| {ds} | {name} | {pct(a['invalid_format'] / a['n'])} | "
+                            f"{pct(a['not_a_label'] / a['n'])} | {top} |")
+    if not rows:
+        return []
+    return ["## What the answers are (test subset, % of examples)", "",
+            "| dataset | run | not in the exact format | in format, answer not a label | most common such answers |",
+            "|---|---|---|---|---|", *rows, ""]
 
 
 def wall_times(results: dict) -> list[str]:

@@ -74,3 +74,15 @@ def test_code_version_names_the_commit_and_local_changes(tmp_path, monkeypatch):
     assert paper.code_version() == head + "+changes"
     monkeypatch.setattr(paper, "ROOT", tmp_path / "not-a-repo")
     assert paper.code_version() is None
+
+
+def test_answer_summary_counts_formatted_answers_that_are_not_labels(tmp_path):
+    paper = _paper()
+    rows = [{"answer": "label", "exact_format": True}, {"answer": "Joy ", "exact_format": True},
+            {"answer": "label", "exact_format": True}, {"answer": "joy", "exact_format": False},
+            {"answer": "feeling", "exact_format": True}]
+    pred = tmp_path / "predictions.jsonl"
+    pred.write_text("\n".join(json.dumps(r) for r in rows))
+    summary = paper.answer_summary(pred, ["joy", "sadness"])
+    assert summary == {"n": 5, "invalid_format": 1, "not_a_label": 3,
+                       "top_not_a_label": [("label", 2), ("feeling", 1)]}
