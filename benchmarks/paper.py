@@ -84,10 +84,6 @@ def main() -> None:
     results = json.loads(out_file.read_text()) if out_file.is_file() else {}
     results.update({"dataset": ds, "protocol": p, "machine": machine()})
     results.setdefault("runs", {})
-    for name, r in results["runs"].items():  # runs finished before paper.py summarised answers
-        pred = runs / name / "eval" / "predictions.jsonl"
-        if "answers" not in r and pred.is_file():
-            r["answers"] = answer_summary(pred, r["eval"]["confusion_matrix"]["labels"][:-1])
     common = ["--dataset", ds, "--data-dir", args.data_dir, "--test-limit", str(p["test_limit"]), "--seed", str(p["seed"]),
               "--batch-size", str(args.eval_batch_size)]
 
@@ -95,6 +91,9 @@ def main() -> None:
         from gta.config import write_json_atomic
 
         write_json_atomic(out_file, results)
+
+    if backfill_answers(results, runs):
+        save()
 
     # Base model, zero-shot
     for prompt in ("direct", "think"):
@@ -194,6 +193,17 @@ def transitions(pred_file: Path) -> dict:
         if key == "wrong->right" and len(examples) < 3:
             examples.append({k: r[k] for k in ("text", "gold", "guess", "think", "answer")})
     return {"counts": counts, "examples": examples}
+
+
+def backfill_answers(results: dict, runs: Path) -> bool:
+    """Add the answer summary to runs finished before paper.py kept it; True if any was added."""
+    added = False
+    for name, r in results["runs"].items():
+        pred = runs / name / "eval" / "predictions.jsonl"
+        if "answers" not in r and pred.is_file():
+            r["answers"] = answer_summary(pred, r["eval"]["confusion_matrix"]["labels"][:-1])
+            added = True
+    return added
 
 
 def answer_summary(pred_file: Path, labels: list[str]) -> dict:

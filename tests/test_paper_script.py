@@ -86,3 +86,15 @@ def test_answer_summary_counts_formatted_answers_that_are_not_labels(tmp_path):
     summary = paper.answer_summary(pred, ["joy", "sadness"])
     assert summary == {"n": 5, "invalid_format": 1, "not_a_label": 3,
                        "top_not_a_label": [("label", 2), ("feeling", 1)]}
+
+
+def test_finished_runs_get_their_answer_summary_backfilled(tmp_path):
+    paper = _paper()
+    pred = tmp_path / "gta" / "eval" / "predictions.jsonl"
+    pred.parent.mkdir(parents=True)
+    pred.write_text(json.dumps({"answer": "label", "exact_format": True}))
+    results = {"runs": {"gta": {"eval": {"confusion_matrix": {"labels": ["joy", "sadness", "invalid"]}}},
+                        "sft": {"eval": {}}}}  # sft: no predictions file, left alone
+    assert paper.backfill_answers(results, tmp_path)
+    assert results["runs"]["gta"]["answers"]["not_a_label"] == 1 and "answers" not in results["runs"]["sft"]
+    assert not paper.backfill_answers(results, tmp_path)  # nothing new: the caller need not save
