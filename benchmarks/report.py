@@ -193,6 +193,8 @@ def main() -> None:
             out.append(f"- {ds}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             verdicts.append(f"- The answer corrects wrong guesses on {ds}: **{'held' if counts['wrong->right'] > counts['right->wrong'] else 'not held'}** "
                             f"(wrong->right {counts['wrong->right']}, right->wrong {counts['right->wrong']})")
+            if not examples:
+                out.append("  - no wrong guess was corrected by the answer, so there is no example to show")
             for e in examples:
                 out.append(f"  - gold `{e['gold']}`, guess `{e['guess']}` -> answer `{e['answer']}`; think: "
                            f"\"{(e['think'] or '')[:300]}\"")
