@@ -11,10 +11,12 @@ def test_train_eval_predict(tmp_path, tiny_path, data_dir, capsys):
                  "--max-completion-length", "16", "--max-prompt-length", "256", "--no-bf16", "--output", str(run),
                  "--no-progress"]) == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
-    assert main(["eval", str(run), "--dataset", "bbc_news", "--data-dir", str(data_dir), "--test-limit", "8"]) == 0
+    assert main(["eval", str(run), "--dataset", "bbc_news", "--data-dir", str(data_dir), "--test-limit", "8",
+                 "--constrain-answer"]) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 8 and {"accuracy", "f1_weighted", "guess_accuracy", "invalid_format_rate",
-                                  "per_class", "confusion_matrix"} <= set(metrics)
+                                  "per_class", "confusion_matrix", "fast", "constrained"} <= set(metrics)
+    assert "constrained answer" in capsys.readouterr().out
     preds = [json.loads(x) for x in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 8 and {"text", "gold", "guess", "think", "answer", "correct"} <= set(preds[0])
     capsys.readouterr()
@@ -23,6 +25,10 @@ def test_train_eval_predict(tmp_path, tiny_path, data_dir, capsys):
     assert main(["predict", str(run), "--fast", "Shares rose 5%", "The striker scored twice"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and all(line in {"business", "entertainment", "politics", "sport", "tech"} for line in out)
+    assert main(["predict", str(run), "--constrain-answer", "Shares rose 5%"]) == 0
+    assert capsys.readouterr().out.strip() in {"business", "entertainment", "politics", "sport", "tech", "<invalid>"}
+    assert main(["predict", str(run), "--fast", "--constrain-answer", "Shares rose 5%"]) == 2
+    assert "choose --fast" in capsys.readouterr().err
 
 
 def test_zero_shot_eval_of_a_base_model(tmp_path, tiny_path, data_dir):

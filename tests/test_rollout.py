@@ -112,6 +112,31 @@ def test_fast_label_scoring_picks_the_most_likely_label(tiny_path, tokenizer):
         assert got == labels[max(range(len(labels)), key=scores.__getitem__)]
 
 
+def test_constrained_answer_picks_the_most_likely_label_after_the_reasoning(tiny_path, tokenizer):
+    from gta.evaluate import constrained_answers
+
+    model, _ = _setup(tiny_path, tokenizer)
+    labels = ["sport", "very negative", "business"]
+    prompts = ["Classify: the match ended 2-1. <guess>", "Stocks fell. <guess>", "x <guess>", "y <guess>"]
+    outputs = ["sport</guess><think>a goal</think><answer>label</answer>",  # placeholder answer: constrained
+               "business</guess><think>markets</think><answer>",
+               "sport</guess><think>no answer tag",  # never reaches <answer>
+               "sport<think>x</think><answer>sport</answer>"]  # guess span not closed: out of format
+    got = constrained_answers(model, tokenizer, prompts, outputs, labels, "gta", bf16=False)
+    assert got[2] is None and got[3] is None
+    for prompt, out, pick in zip(prompts[:2], outputs[:2], got[:2]):
+        head = tokenizer(prompt + out[:out.index("<answer>") + len("<answer>")], add_special_tokens=False)["input_ids"]
+        scores = []
+        for label in labels:
+            t = tokenizer(label + "</answer>", add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([head + t])).logits[0, len(head) - 1:-1]
+            scores.append(float(rollout.token_logprobs(logits, torch.tensor(t)).sum()))
+        assert pick == labels[max(range(len(labels)), key=scores.__getitem__)]
+    with pytest.raises(ValueError, match="reasons before answering"):
+        constrained_answers(model, tokenizer, prompts, outputs, labels, "direct", bf16=False)
+
+
 def test_shared_prefix_gradients_are_bitwise_repeatable(tiny_path, tokenizer):
     """The update pass gives the same gradients bit for bit every time (crash-safe resume compares weights
     exactly): repeated prompt rows must not be summed in a thread-dependent order in the backward pass."""

@@ -8,7 +8,7 @@ import torch
 
 from . import checkpoint, prompts
 from .config import TrainConfig
-from .evaluate import FAST_CLOSING, INVALID, canonical_label, generate_texts, score_labels
+from .evaluate import FAST_CLOSING, INVALID, canonical_label, constrained_answers, generate_texts, score_labels
 from .models import load_model, load_tokenizer
 from .trainer import bf16_supported, pick_device
 
@@ -42,11 +42,16 @@ class Classifier:
         return cls(model, tokenizer, labels, prompts.METHOD_TEMPLATE[cfg.method], cfg.max_prompt_length,
                    max_new_tokens or cfg.max_completion_length, bf16=False)
 
-    def predict(self, texts: list[str] | str, explain: bool = False, fast: bool = False, progress: bool = False):
+    def predict(self, texts: list[str] | str, explain: bool = False, fast: bool = False, progress: bool = False,
+                constrain_answer: bool = False):
         """Labels (None where the output is not exactly in format or names no known label); with
         explain=True, dicts with label, guess, think and the raw output. fast=True stops after the guess
         (gta) or answer (sft) span, the label constrained to the label set: no reasoning, and no decoding of it
-        (the prompt's prefill remains, so the gain grows with the length of the reasoning)."""
+        (the prompt's prefill remains, so the gain grows with the length of the reasoning).
+        constrain_answer=True (gta, grpo runs) keeps the reasoning and constrains the answer to the label set
+        (None only where the output never reaches its `<answer>` tag in format)."""
+        if fast and constrain_answer:
+            raise ValueError("choose fast (no reasoning) or constrain_answer (reasoning, then a constrained answer)")
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         prompt_texts, _ = prompts.make_prompts(self.tokenizer, texts, self.labels, self.template, self.max_prompt_length)
@@ -61,10 +66,16 @@ class Classifier:
             return results[0] if single else results
         outputs = generate_texts(self.model, self.tokenizer, prompt_texts, self.max_new_tokens, self.bf16,
                                  progress=progress, desc="predicting")
+        if constrain_answer:
+            if self.template not in ("think", "gta"):
+                raise ValueError(f"constrain_answer needs a run that reasons before answering (gta, gta-rl, grpo); "
+                                 f"this run uses the {self.template!r} template")
+            picked = constrained_answers(self.model, self.tokenizer, prompt_texts, outputs, self.labels,
+                                         self.template, self.bf16, progress=progress)
         results = []
-        for out in outputs:
+        for i, out in enumerate(outputs):
             p = prompts.parse(prompts.prime(self.template) + out, self.template)
             label = canonical_label(p.answer, self.labels) if p.exact else INVALID
-            label = None if label == INVALID else label
+            label = picked[i] if constrain_answer else (None if label == INVALID else label)
             results.append({"label": label, "guess": p.guess, "think": p.think, "output": out} if explain else label)
         return results[0] if single else results

@@ -68,10 +68,13 @@ def cmd_eval(args) -> None:
         labels = label_set(splits["train"])
     if args.split not in splits:
         raise DataError(f"dataset {args.dataset!r} has no {args.split!r} split (has: {', '.join(splits)})")
+    if args.constrain_answer and template not in ("think", "gta"):
+        raise ConfigError(f"--constrain-answer needs a template that reasons before answering (gta, think); "
+                          f"this evaluation uses {template!r}")
     check_labels(splits[args.split], labels, args.split)
     examples = stratified_subset(splits[args.split], args.test_limit, args.seed)
     metrics, records = evaluate_examples(model, tokenizer, examples, labels, template, max_new, max_prompt, bf16,
-                                         batch_size=args.batch_size)
+                                         batch_size=args.batch_size, constrain_answer=args.constrain_answer)
     metrics.update({"dataset": args.dataset, "split": args.split, "test_limit": args.test_limit, "seed": args.seed,
                     "template": template, "model": args.model, "run_dir": args.run_dir})
     write_results(out_dir, metrics, records)
@@ -89,8 +92,14 @@ def cmd_predict(args) -> None:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise ConfigError("no text to classify: pass texts, --file PATH, or lines on stdin")
+    if args.fast and args.constrain_answer:
+        raise ConfigError("choose --fast (no reasoning) or --constrain-answer (reasoning, then a constrained answer)")
     clf = Classifier.from_pretrained(args.run_dir, args.device)
-    for text, result in zip(texts, clf.predict(texts, explain=args.explain, fast=args.fast)):
+    if args.constrain_answer and clf.template not in ("think", "gta"):
+        raise ConfigError(f"--constrain-answer needs a run that reasons before answering (gta, gta-rl, grpo); "
+                          f"{args.run_dir} uses the {clf.template!r} template")
+    results = clf.predict(texts, explain=args.explain, fast=args.fast, constrain_answer=args.constrain_answer)
+    for text, result in zip(texts, results):
         if args.explain:
             print(f"label: {result['label']}\nguess: {result['guess']}\nthink: {result['think']}\n")
         else:
@@ -126,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--output", default=None, help="folder for eval/ results (default RUN_DIR/eval)")
+    p.add_argument("--constrain-answer", action="store_true",
+                   help="also score the answer constrained to the label set, after the reasoning as generated")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify texts with a trained run", allow_abbrev=False)
@@ -135,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="also print the guess and the reasoning")
     p.add_argument("--fast", action="store_true",
                    help="stop after the guess (label constrained to the label set): no reasoning, much faster")
+    p.add_argument("--constrain-answer", action="store_true",
+                   help="reason as usual, then constrain the answer to the label set")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
     return parser
