@@ -112,6 +112,21 @@ def test_fast_label_scoring_picks_the_most_likely_label(tiny_path, tokenizer):
         assert got == labels[max(range(len(labels)), key=scores.__getitem__)]
 
 
+def test_packed_label_scores_equal_one_forward_per_label(tiny_path, tokenizer):
+    model, _ = _setup(tiny_path, tokenizer)
+    texts = ["Classify: the match ended 2-1. <guess>", "Stocks fell sharply on Monday. <guess>"]  # lengths differ
+    labels = ["sport", "very negative", "business", "x"]
+    suffixes = [tokenizer(label + "</guess>", add_special_tokens=False)["input_ids"] for label in labels]
+    with torch.no_grad():
+        got = rollout.packed_suffix_logprobs(model, rollout.encode_prompts(tokenizer, texts, "cpu"), suffixes)
+        for b, text in enumerate(texts):
+            p = tokenizer(text, add_special_tokens=False)["input_ids"]
+            for k, t in enumerate(suffixes):
+                logits = model(input_ids=torch.tensor([p + t])).logits[0, len(p) - 1:-1]
+                want = float(rollout.token_logprobs(logits, torch.tensor(t)).sum())
+                assert abs(float(got[b, k]) - want) < 1e-4, (b, k)
+
+
 def test_constrained_answer_picks_the_most_likely_label_after_the_reasoning(tiny_path, tokenizer):
     from gta.evaluate import constrained_answers
 

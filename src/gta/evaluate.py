@@ -47,19 +47,15 @@ def score_labels(model, tokenizer, prompt_texts: list[str], labels: list[str], c
                  batch_size: int = 8, progress: bool = False) -> list[str]:
     """Fast inference: the label maximising log P(label + closing tag | prompt), i.e. decoding constrained
     to the label set and stopped after the first span. All labels of a prompt are scored on one prefill of
-    that prompt (its cache expanded to one row per label)."""
+    that prompt, packed into one row after it (rollout.packed_suffix_logprobs)."""
     device = next(model.parameters()).device
     model.eval()
-    K = len(labels)
     label_ids = [tokenizer(label + closing, add_special_tokens=False)["input_ids"] for label in labels]
     out: list[str] = []
     for s in tqdm(range(0, len(prompt_texts), batch_size), desc="fast", disable=not progress, dynamic_ncols=True):
         chunk = prompt_texts[s:s + batch_size]
-        ids, mask = rollout.pad_right(label_ids * len(chunk), tokenizer.pad_token_id, device)  # (B*K, L)
-        logp, = rollout.shared_prefix_logprobs(model, rollout.encode_prompts(tokenizer, chunk, device),
-                                               [(ids, mask, K)], bf16)
-        best = logp.sum(dim=1).view(len(chunk), K).argmax(dim=1)  # (B,)
-        out += [labels[int(i)] for i in best]
+        logp = rollout.packed_suffix_logprobs(model, rollout.encode_prompts(tokenizer, chunk, device), label_ids, bf16)
+        out += [labels[int(i)] for i in logp.argmax(dim=1)]
     return out
 
 

@@ -233,6 +233,34 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
     return out_logps
 
 
+def packed_suffix_logprobs(model, prompts: Prompts, suffixes: list[list[int]], bf16: bool = False) -> torch.Tensor:
+    """Summed log-probs of K short token sequences after each of B prompts, (B, K), for scoring a label set.
+
+    The prompt is computed once and its cache is not copied K times (what shared_prefix_logprobs does for
+    G completions): the K suffixes of a prompt are packed into one row after it, each attending to the
+    prompt and to its own earlier tokens only (a block-diagonal 4D mask), positions restarting after the
+    prompt for each. With 18 labels the copies cost more than the whole prefill."""
+    device = prompts.input_ids.device
+    flat = torch.tensor([t for s in suffixes for t in s], device=device)  # (T,)
+    owner = torch.tensor([k for k, s in enumerate(suffixes) for _ in s], device=device)  # suffix of each token
+    offset = torch.tensor([i for s in suffixes for i in range(len(s))], device=device)  # position within it
+    B, T = prompts.input_ids.shape[0], flat.numel()
+    with autocast(device, bf16):
+        kv, last = prompt_forward(model, prompts)
+        first = torch.log_softmax(last.float(), dim=-1)  # (B, V), once per prompt, not once per packed token
+        logp = first.index_select(1, flat)  # (B, T), right for the first token of each suffix only
+        if bool((offset > 0).any()):
+            causal = (owner[:, None] == owner[None]) & (offset[:, None] >= offset[None])  # (T, T), same suffix
+            mask = torch.cat([prompts.attention_mask.bool()[:, None, None, :].expand(B, 1, T, -1),
+                              causal.expand(B, 1, T, T)], dim=-1)  # (B, 1, T, P + T), True = attend
+            out = model(input_ids=flat.expand(B, T), attention_mask=mask,
+                        position_ids=prompts.lengths[:, None] + offset, past_key_values=DynamicCache(ddp_cache_data=kv),
+                        use_cache=True).logits  # token j predicts token j + 1 of its suffix
+            later = torch.nonzero(offset > 0).squeeze(1)
+            logp[:, later] = token_logprobs(out[:, later - 1], flat[later].expand(B, -1))
+    return torch.zeros(B, len(suffixes), device=device).index_add_(1, owner, logp)
+
+
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[ids] in float32 without materialising the full log-softmax, (N, L)."""
     logits = logits.float()
