@@ -31,11 +31,15 @@ def test_train_eval_predict(tmp_path, tiny_path, data_dir, capsys):
     assert "choose --fast" in capsys.readouterr().err
 
 
-def test_zero_shot_eval_of_a_base_model(tmp_path, tiny_path, data_dir):
+def test_zero_shot_eval_of_a_base_model(tmp_path, tiny_path, data_dir, capsys):
     out = tmp_path / "zs"
     assert main(["eval", "--model", tiny_path, "--prompt", "think", "--dataset", "emotion", "--data-dir",
                  str(data_dir), "--test-limit", "6", "--max-new-tokens", "8", "--output", str(out)]) == 0
     assert json.loads((out / "eval" / "metrics.json").read_text())["template"] == "think"
+    # the direct prompt has no reasoning to constrain an answer after: a user error, before any generation
+    assert main(["eval", "--model", tiny_path, "--prompt", "direct", "--constrain-answer", "--dataset", "emotion",
+                 "--data-dir", str(data_dir), "--test-limit", "6", "--output", str(tmp_path / "direct")]) == 2
+    assert "reasons before answering" in capsys.readouterr().err
 
 
 def test_user_errors_exit_2_with_message(tmp_path, data_dir, capsys):

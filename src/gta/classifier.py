@@ -8,7 +8,8 @@ import torch
 
 from . import checkpoint, prompts
 from .config import TrainConfig
-from .evaluate import FAST_CLOSING, INVALID, canonical_label, constrained_answers, generate_texts, score_labels
+from .evaluate import (FAST_CLOSING, INVALID, canonical_label, check_reasons_first, constrained_answers,
+                       generate_texts, score_labels)
 from .models import load_model, load_tokenizer
 from .trainer import bf16_supported, pick_device
 
@@ -52,6 +53,8 @@ class Classifier:
         (None only where the output never reaches its `<answer>` tag in format)."""
         if fast and constrain_answer:
             raise ValueError("choose fast (no reasoning) or constrain_answer (reasoning, then a constrained answer)")
+        if constrain_answer:
+            check_reasons_first(self.template)  # before generating, not after
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         prompt_texts, _ = prompts.make_prompts(self.tokenizer, texts, self.labels, self.template, self.max_prompt_length)
@@ -67,9 +70,6 @@ class Classifier:
         outputs = generate_texts(self.model, self.tokenizer, prompt_texts, self.max_new_tokens, self.bf16,
                                  progress=progress, desc="predicting")
         if constrain_answer:
-            if self.template not in ("think", "gta"):
-                raise ValueError(f"constrain_answer needs a run that reasons before answering (gta, gta-rl, grpo); "
-                                 f"this run uses the {self.template!r} template")
             picked = constrained_answers(self.model, self.tokenizer, prompt_texts, outputs, self.labels,
                                          self.template, self.bf16, progress=progress)
         results = []

@@ -68,9 +68,6 @@ def cmd_eval(args) -> None:
         labels = label_set(splits["train"])
     if args.split not in splits:
         raise DataError(f"dataset {args.dataset!r} has no {args.split!r} split (has: {', '.join(splits)})")
-    if args.constrain_answer and template not in ("think", "gta"):
-        raise ConfigError(f"--constrain-answer needs a template that reasons before answering (gta, think); "
-                          f"this evaluation uses {template!r}")
     check_labels(splits[args.split], labels, args.split)
     examples = stratified_subset(splits[args.split], args.test_limit, args.seed)
     metrics, records = evaluate_examples(model, tokenizer, examples, labels, template, max_new, max_prompt, bf16,
@@ -95,9 +92,6 @@ def cmd_predict(args) -> None:
     if args.fast and args.constrain_answer:
         raise ConfigError("choose --fast (no reasoning) or --constrain-answer (reasoning, then a constrained answer)")
     clf = Classifier.from_pretrained(args.run_dir, args.device)
-    if args.constrain_answer and clf.template not in ("think", "gta"):
-        raise ConfigError(f"--constrain-answer needs a run that reasons before answering (gta, gta-rl, grpo); "
-                          f"{args.run_dir} uses the {clf.template!r} template")
     results = clf.predict(texts, explain=args.explain, fast=args.fast, constrain_answer=args.constrain_answer)
     for text, result in zip(texts, results):
         if args.explain:

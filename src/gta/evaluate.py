@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data, prompts, rollout
-from .config import write_json_atomic
+from .config import ConfigError, write_json_atomic
 
 INVALID = "<invalid>"
 
@@ -62,6 +62,13 @@ def score_labels(model, tokenizer, prompt_texts: list[str], labels: list[str], c
 ANSWER_TAG = "<answer>"
 
 
+def check_reasons_first(template: str) -> None:
+    """Constrained answers need a template whose answer follows reasoning: think (grpo runs) or gta (gta, gta-rl)."""
+    if template not in ("think", "gta"):
+        raise ConfigError(f"constraining the answer needs a run or prompt that reasons before answering (gta, "
+                          f"gta-rl, grpo: the think or gta template); this one uses the {template!r} template")
+
+
 def constrained_answers(model, tokenizer, prompt_texts: list[str], outputs: list[str], labels: list[str],
                         template: str, bf16: bool, batch_size: int = 8, progress: bool = False) -> list[str | None]:
     """Answer decoding constrained to the label set, for templates that reason first (think, gta): each
@@ -69,8 +76,7 @@ def constrained_answers(model, tokenizer, prompt_texts: list[str], outputs: list
     log P(label + `</answer>` | prompt, output up to the tag). None where the output does not reach the tag
     in format (guess and think spans closed, in order). The kept text is tokenized again, which can split
     it differently from the decoded tokens."""
-    if template not in ("think", "gta"):
-        raise ValueError(f"constrained answers need a template that reasons before answering, not {template!r}")
+    check_reasons_first(template)
     keep, texts = [], []
     for i, (prompt, out) in enumerate(zip(prompt_texts, outputs)):
         cut = out.find(ANSWER_TAG)
@@ -93,6 +99,8 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
     after the reasoning as written (its examples/s count the generation too)."""
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
+    if constrain_answer:
+        check_reasons_first(template)  # before generating, not after
     texts, truncated = prompts.make_prompts(tokenizer, [ex.text for ex in examples], labels, template,
                                             max_prompt_length)
     t0 = time.perf_counter()
