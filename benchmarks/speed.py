@@ -142,6 +142,14 @@ def plain_update_pass(model, batch, ids, cmask, G: int, loss_of, params) -> None
     torch.autograd.grad(loss_of(logp), params)
 
 
+def matmul_ceiling(repeats: int = 3) -> float:
+    """This machine's bf16 matmul ceiling in GFLOP/s: 2048 x 2048 products, median of `repeats` runs of 10."""
+    a, b = torch.randn(2048, 2048, dtype=torch.bfloat16), torch.randn(2048, 2048, dtype=torch.bfloat16)
+    a @ b
+    return statistics.median(2 * 2048 ** 3 * 10 / timed(lambda: [a @ b for _ in range(10)])[0]
+                             for _ in range(repeats)) / 1e9
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -174,11 +182,7 @@ def main() -> None:
     print(f"model SmolLM2-135M, {torch.get_num_threads()} threads, B={B} prompts of {P} tokens, G={G}, "
           f"{L} new tokens, {args.repeats} repeats (medians)")
 
-    # -- ceiling: bf16 matmul on this machine
-    a, b = torch.randn(2048, 2048, dtype=torch.bfloat16), torch.randn(2048, 2048, dtype=torch.bfloat16)
-    a @ b
-    ceiling = statistics.median(2 * 2048 ** 3 * 10 / timed(lambda: [a @ b for _ in range(10)])[0]
-                                for _ in range(3)) / 1e9
+    ceiling = matmul_ceiling()
 
     # -- rollouts: fixed length (no early stop) so both variants generate exactly B*G*L tokens
     sampler = copy.deepcopy(model).to(torch.bfloat16)  # as the trainer does: a bf16 copy, synced per rollout

@@ -33,16 +33,13 @@ from gta import rollout
 from gta.losses import grpo_loss
 from gta.models import load_tokenizer, resolve
 
-from speed import DATA, make_prompts, timed
+from speed import DATA, make_prompts, matmul_ceiling, timed
 
 MATMUL = ("aten::mm", "aten::addmm", "aten::bmm")
 
 
 def ceilings(repeats: int) -> dict:
-    a, b = torch.randn(2048, 2048, dtype=torch.bfloat16), torch.randn(2048, 2048, dtype=torch.bfloat16)
-    a @ b
-    gflops = statistics.median(2 * 2048 ** 3 * 10 / timed(lambda: [a @ b for _ in range(10)])[0]
-                               for _ in range(repeats)) / 1e9
+    gflops = matmul_ceiling(repeats)
     big = torch.ones(64 * 1024 * 1024)  # 256 MB, larger than any cache
     big.sum()
     read = statistics.median(big.numel() * 4 * 5 / timed(lambda: [big.sum() for _ in range(5)])[0]

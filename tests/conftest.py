@@ -35,3 +35,25 @@ def tiny_path(tmp_path_factory, smol_path) -> str:
     from gta.models import tiny_model
 
     return str(tiny_model(tmp_path_factory.mktemp("tiny") / "model", vocab_from=smol_path))
+
+
+def _benchmark_script(name: str):
+    """A script of benchmarks/ imported by path (they are scripts, not a package): a fresh module each time."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def paper():
+    """benchmarks/paper.py"""
+    return _benchmark_script("paper")
+
+
+@pytest.fixture
+def report():
+    """benchmarks/report.py"""
+    return _benchmark_script("report")

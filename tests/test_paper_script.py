@@ -1,23 +1,12 @@
 """benchmarks/paper.py counts the wall time of interrupted training attempts up to their last checkpoint."""
-import importlib.util
 import json
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _paper():
-    spec = importlib.util.spec_from_file_location("paper", ROOT / "benchmarks" / "paper.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_attempts_of_a_new_run_leave_its_folder_to_gta_train(tmp_path):
+def test_attempts_of_a_new_run_leave_its_folder_to_gta_train(paper, tmp_path):
     """The run folder does not exist before `gta train` creates it (it refuses a non-empty folder that holds
     no run): the attempts file goes beside it."""
-    paper = _paper()
     out = tmp_path / "sft"
     paper.write_attempts(out, [{"start": 1000.0}])
     assert not out.exists()
@@ -31,23 +20,20 @@ def _checkpoint(out: Path, mtime: float) -> None:
     os.utime(pointer, (mtime, mtime))
 
 
-def test_killed_attempt_counts_until_its_last_checkpoint(tmp_path):
-    paper = _paper()
+def test_killed_attempt_counts_until_its_last_checkpoint(paper, tmp_path):
     paper.write_attempts(tmp_path, [{"start": 1000.0, "end": 1100.0}, {"start": 2000.0}])  # 2nd was killed
     _checkpoint(tmp_path, 2500.0)
     attempts = paper.train_attempts(tmp_path)
     assert [a["end"] - a["start"] for a in attempts] == [100.0, 500.0]
 
 
-def test_attempt_killed_before_any_new_checkpoint_counts_nothing(tmp_path):
-    paper = _paper()
+def test_attempt_killed_before_any_new_checkpoint_counts_nothing(paper, tmp_path):
     _checkpoint(tmp_path, 1500.0)
     paper.write_attempts(tmp_path, [{"start": 1000.0, "end": 1500.0}, {"start": 2000.0}])
     assert [a["end"] - a["start"] for a in paper.train_attempts(tmp_path)] == [500.0, 0.0]
 
 
-def test_run_started_without_attempts_file_starts_at_its_config(tmp_path):
-    paper = _paper()
+def test_run_started_without_attempts_file_starts_at_its_config(paper, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     os.utime(tmp_path / "config.json", (3000.0, 3000.0))
     _checkpoint(tmp_path, 3600.0)
@@ -56,10 +42,9 @@ def test_run_started_without_attempts_file_starts_at_its_config(tmp_path):
     assert paper.train_attempts(tmp_path / "fresh") == []
 
 
-def test_code_version_names_the_commit_and_local_changes(tmp_path, monkeypatch):
+def test_code_version_names_the_commit_and_local_changes(paper, tmp_path, monkeypatch):
     import subprocess
 
-    paper = _paper()
     repo = tmp_path / "repo"
     repo.mkdir()
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -76,8 +61,7 @@ def test_code_version_names_the_commit_and_local_changes(tmp_path, monkeypatch):
     assert paper.code_version() is None
 
 
-def test_answer_summary_counts_formatted_answers_that_are_not_labels(tmp_path):
-    paper = _paper()
+def test_answer_summary_counts_formatted_answers_that_are_not_labels(paper, tmp_path):
     rows = [{"answer": "label", "exact_format": True}, {"answer": "Joy ", "exact_format": True},
             {"answer": "label", "exact_format": True}, {"answer": "joy", "exact_format": False},
             {"answer": "feeling", "exact_format": True}]
@@ -88,8 +72,7 @@ def test_answer_summary_counts_formatted_answers_that_are_not_labels(tmp_path):
                        "top_not_a_label": [("label", 2), ("feeling", 1)]}
 
 
-def test_finished_runs_get_their_answer_summary_backfilled(tmp_path):
-    paper = _paper()
+def test_finished_runs_get_their_answer_summary_backfilled(paper, tmp_path):
     pred = tmp_path / "gta" / "eval" / "predictions.jsonl"
     pred.parent.mkdir(parents=True)
     pred.write_text(json.dumps({"answer": "label", "exact_format": True}))

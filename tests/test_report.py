@@ -1,15 +1,7 @@
 """benchmarks/report.py decides its verdicts from the numbers it prints."""
-import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _report():
-    spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(train, held):
@@ -19,8 +11,7 @@ def _run(train, held):
     return {"metrics": metrics}
 
 
-def test_convergence_verdict_needs_both_curves():
-    report = _report()
+def test_convergence_verdict_needs_both_curves(report):
     both = {"gta": _run([0.2, 0.4], [0.3, 0.5]), "grpo": _run([0.1, 0.2], [0.1, 0.2])}
     assert "**held**" in report.convergence_verdict("d", both)
     one = {"gta": _run([0.2, 0.4], [0.1, 0.1]), "grpo": _run([0.1, 0.2], [0.1, 0.2])}
@@ -30,14 +21,13 @@ def test_convergence_verdict_needs_both_curves():
     assert "**not held**" in line and "held-out accuracy GTA 0.000, GRPO 0.150" in line
 
 
-def test_report_of_all_four_datasets_has_every_section(tmp_path, monkeypatch):
+def test_report_of_all_four_datasets_has_every_section(report, tmp_path, monkeypatch):
     """The whole document from four complete results files (sst5 with GTA(RL)), built from the committed emotion
     results, so the sections not yet filled by real runs (Table 3, bbc_news) are exercised before they are."""
     import copy
     import importlib.util as iu
     import json
 
-    report = _report()
     emotion = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
     results = tmp_path / "results"
     results.mkdir()
@@ -72,8 +62,7 @@ def test_report_of_all_four_datasets_has_every_section(tmp_path, monkeypatch):
             f"{ds}.png" for ds in report.DATASETS)
 
 
-def test_convergence_verdict_without_held_out_curve_uses_training_reward():
-    report = _report()
+def test_convergence_verdict_without_held_out_curve_uses_training_reward(report):
     runs = {"gta": _run([0.3], []), "grpo": _run([0.1], [])}
     line = report.convergence_verdict("d", runs)
     assert "**held**" in line and "held-out" not in line
