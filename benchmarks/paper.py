@@ -72,6 +72,9 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true",
                     help="a tiny protocol to check the script end to end (its results are not the experiment)")
     ap.add_argument("--eval-batch-size", type=int, default=16)
+    ap.add_argument("--backfill-only", action="store_true",
+                    help="only recompute the answer summaries of finished runs from their predictions, then stop "
+                         "(while a paper.py of the same dataset is running, its next save would undo it)")
     args = ap.parse_args()
     p, ds = dict(PROTOCOL), args.dataset
     if args.smoke:
@@ -94,6 +97,9 @@ def main() -> None:
 
     if backfill_answers(results, runs):
         save()
+    if args.backfill_only:
+        print(f"answer summaries up to date in {out_file}")
+        return
 
     # Base model, zero-shot
     for prompt in ("direct", "think"):
@@ -196,27 +202,38 @@ def transitions(pred_file: Path) -> dict:
 
 
 def backfill_answers(results: dict, runs: Path) -> bool:
-    """Add the answer summary to runs finished before paper.py kept it; True if any was added."""
-    added = False
+    """(Re)compute the answer summary of every run whose predictions are on disk, so runs finished before
+    paper.py kept a figure gain it; True if any summary changed (the caller then saves)."""
+    changed = False
     for name, r in results["runs"].items():
         pred = runs / name / "eval" / "predictions.jsonl"
-        if "answers" not in r and pred.is_file():
-            r["answers"] = answer_summary(pred, r["eval"]["confusion_matrix"]["labels"][:-1])
-            added = True
-    return added
+        if pred.is_file():
+            fresh = json.loads(json.dumps(answer_summary(pred, r["eval"]["confusion_matrix"]["labels"][:-1])))
+            changed |= r.get("answers") != fresh
+            r["answers"] = fresh
+    return changed
 
 
 def answer_summary(pred_file: Path, labels: list[str]) -> dict:
-    """What the exactly-formatted answers that are not a label say (e.g. a placeholder copied from the prompt)."""
+    """What the outputs say beyond their score: the exactly-formatted answers that are not a label (e.g. a
+    placeholder copied from the prompt), and how long the think spans are and how many are the prompt's
+    placeholder for them (is there any reasoning for the think-related claims to be about?)."""
     import collections
+    import statistics
 
     from gta.evaluate import INVALID, canonical_label
+    from gta.prompts import TEMPLATES, parse
 
+    placeholder = parse(TEMPLATES["think"][1], "think").think  # the format line's stand-in, "reasoning"
     records = [json.loads(line) for line in pred_file.read_text().splitlines()]
-    others = collections.Counter(r["answer"] for r in records
-                                 if r["exact_format"] and canonical_label(r["answer"], labels) == INVALID)
-    return {"n": len(records), "invalid_format": sum(not r["exact_format"] for r in records),
-            "not_a_label": sum(others.values()), "top_not_a_label": others.most_common(3)}
+    formatted = [r for r in records if r["exact_format"]]
+    others = collections.Counter(r["answer"] for r in formatted if canonical_label(r["answer"], labels) == INVALID)
+    thinks = [r["think"] for r in formatted if r.get("think") is not None]
+    return {"n": len(records), "invalid_format": len(records) - len(formatted),
+            "not_a_label": sum(others.values()), "top_not_a_label": others.most_common(3),
+            "think_n": len(thinks),
+            "think_words_median": statistics.median(len(t.split()) for t in thinks) if thinks else None,
+            "think_placeholder": sum(t == placeholder for t in thinks)}
 
 
 def code_version() -> str | None:

@@ -207,20 +207,29 @@ def main() -> None:
 
 
 def answers_table(results: dict) -> list[str]:
-    """Why an accuracy is low: outputs not in the exact format, and formatted answers that are not a label."""
+    """Why an accuracy is low: outputs not in the exact format, formatted answers that are not a label; and
+    whether the think spans hold any reasoning (their length, and how many only copy the prompt's placeholder)."""
     rows = []
     for ds, res in results.items():
         for name, r in res["runs"].items():
             a = r.get("answers")
             if a:
                 top = ", ".join(f"`{text}` {count}" for text, count in a["top_not_a_label"]) or "—"
+                think = "— | —"
+                if a.get("think_n"):
+                    think = f"{a['think_words_median']:g} | {pct(a['think_placeholder'] / a['think_n'])}"
                 rows.append(f"| {ds} | {name} | {pct(a['invalid_format'] / a['n'])} | "
-                            f"{pct(a['not_a_label'] / a['n'])} | {top} |")
+                            f"{pct(a['not_a_label'] / a['n'])} | {top} | {think} |")
     if not rows:
         return []
     return ["## What the answers are (test subset, % of examples)", "",
-            "| dataset | run | not in the exact format | in format, answer not a label | most common such answers |",
-            "|---|---|---|---|---|", *rows, ""]
+            "The last two columns are over the formatted outputs that have a think span: its median length in "
+            "words, and the share that is only the format line's placeholder `reasoning`. Where the think spans "
+            "are a word or two, the claims about thinking (Fig. 4, Fig. 7) are tested on outputs that hold no "
+            "reasoning.", "",
+            "| dataset | run | not in the exact format | in format, answer not a label | most common such answers "
+            "| think: median words | think = `reasoning` (%) |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def wall_times(results: dict) -> list[str]:

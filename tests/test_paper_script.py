@@ -69,7 +69,19 @@ def test_answer_summary_counts_formatted_answers_that_are_not_labels(paper, tmp_
     pred.write_text("\n".join(json.dumps(r) for r in rows))
     summary = paper.answer_summary(pred, ["joy", "sadness"])
     assert summary == {"n": 5, "invalid_format": 1, "not_a_label": 3,
-                       "top_not_a_label": [("label", 2), ("feeling", 1)]}
+                       "top_not_a_label": [("label", 2), ("feeling", 1)],
+                       "think_n": 0, "think_words_median": None, "think_placeholder": 0}
+
+
+def test_answer_summary_measures_the_think_spans_of_formatted_outputs(paper, tmp_path):
+    rows = [{"answer": "joy", "think": "reasoning", "exact_format": True},
+            {"answer": "joy", "think": "the text is upbeat", "exact_format": True},
+            {"answer": "joy", "think": "happy words", "exact_format": True},
+            {"answer": "joy", "think": "not counted: the output is not in the format", "exact_format": False}]
+    pred = tmp_path / "predictions.jsonl"
+    pred.write_text("\n".join(json.dumps(r) for r in rows))
+    summary = paper.answer_summary(pred, ["joy"])
+    assert (summary["think_n"], summary["think_words_median"], summary["think_placeholder"]) == (3, 2, 1)
 
 
 def test_finished_runs_get_their_answer_summary_backfilled(paper, tmp_path):
@@ -81,3 +93,5 @@ def test_finished_runs_get_their_answer_summary_backfilled(paper, tmp_path):
     assert paper.backfill_answers(results, tmp_path)
     assert results["runs"]["gta"]["answers"]["not_a_label"] == 1 and "answers" not in results["runs"]["sft"]
     assert not paper.backfill_answers(results, tmp_path)  # nothing new: the caller need not save
+    del results["runs"]["gta"]["answers"]["think_n"]  # a summary written before a figure was added
+    assert paper.backfill_answers(results, tmp_path) and results["runs"]["gta"]["answers"]["think_n"] == 0

@@ -57,6 +57,9 @@ def test_report_of_all_four_datasets_has_every_section(report, tmp_path, monkeyp
         assert f"- The answer corrects wrong guesses on {ds}" in doc
         assert f"| {ds} | 3 | 10 | 13 + 2 | 44 + 3 | 80 + 7 |" in doc
     assert "| sst5 | 3 | 10 | 13 + 2 | 44 + 3 | 80 + 7 | 80 + 7 | 249 | no |" in doc
+    # emotion's GTA think spans are all the placeholder; its SFT outputs have none
+    assert "| bbc_news | gta | 0.00 | 94.80 | `label` 947, `emo` 1 | 1 | 100.00 |" in doc
+    assert "| bbc_news | sft | 0.00 | 0.00 | — | — | — |" in doc
     if iu.find_spec("matplotlib") is not None:
         assert sorted(p.name for p in (tmp_path / "docs" / "figures").iterdir()) == sorted(
             f"{ds}.png" for ds in report.DATASETS)
