@@ -209,6 +209,9 @@ def main() -> None:
 def answers_table(results: dict) -> list[str]:
     """Why an accuracy is low: outputs not in the exact format, formatted answers that are not a label; and
     whether the think spans hold any reasoning (their length, and how many only copy the prompt's placeholder)."""
+    from gta.prompts import TEMPLATES, parse
+
+    placeholder = parse(TEMPLATES["think"][1], "think").think  # as paper.answer_summary counts it
     rows = []
     for ds, res in results.items():
         for name, r in res["runs"].items():
@@ -224,11 +227,11 @@ def answers_table(results: dict) -> list[str]:
         return []
     return ["## What the answers are (test subset, % of examples)", "",
             "The last two columns are over the formatted outputs that have a think span: its median length in "
-            "words, and the share that is only the format line's placeholder `reasoning`. Where the think spans "
+            f"words, and the share that is only the format line's placeholder `{placeholder}`. Where the think spans "
             "are a word or two, the claims about thinking (Fig. 4, Fig. 7) are tested on outputs that hold no "
             "reasoning.", "",
             "| dataset | run | not in the exact format | in format, answer not a label | most common such answers "
-            "| think: median words | think = `reasoning` (%) |",
+            f"| think: median words | think = `{placeholder}` (%) |",
             "|---|---|---|---|---|---|---|", *rows, ""]
 
 
