@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from gta.data import label_set, load_splits
 from gta.losses import grpo_loss
 from gta.models import load_tokenizer, resolve
 from gta.prompts import build_prompt
+from paper import machine  # benchmarks/paper.py, beside this script
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -232,7 +232,7 @@ def main() -> None:
     body = n_params - head if not model.config.tie_word_embeddings else n_params
     useful = 3 * (2 * body * (B * P + B * G * L) + 2 * head * B * G * L)
     res = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "machine": machine(),  # CPU model, threads, versions: the ratios differ between CPU models
         "shape": {"B": B, "G": G, "prompt_tokens": P, "new_tokens": L},
         "seconds": med, "bf16_matmul_gflops": ceiling,
         "rollout_tokens_per_s": {k: tokens / med[k] for k in ("rollout_ours", "rollout_plain_fp32", "rollout_plain_bf16")},
@@ -265,7 +265,8 @@ def main() -> None:
                             "--data-dir", args.data_dir, "--json", f.name], check=True)
             steps = json.loads(Path(f.name).read_text())
         res["steps"] = steps
-        res["step_vs_trl"], res["gta_vs_grpo_step"] = steps["step_vs_trl"], steps["gta_vs_grpo_step"]
+        for key in ("step_vs_trl", "gta_vs_grpo_step", "gta_vs_grpo_step_stop_token"):
+            res[key] = steps[key]
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
 

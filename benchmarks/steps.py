@@ -9,6 +9,11 @@ TRL 1.16 GRPOTrainer with its recommended CPU settings (`use_cpu=True`, `bf16=Tr
 micro-batch x 2 accumulation steps = 32 completions = 4 prompts per optimizer step, its default
 gradient checkpointing off because it only slows a CPU run that fits in memory). Each figure is the median
 step time over steps 2..N (step 1 pays one-time warm-up), the variants run one after the other in one run.
+
+GTA vs GRPO is measured twice. With the stop token (as training runs) the two also differ in what they sample:
+GTA's completions carry the guess span and its own template, so they run longer than GRPO's. With completions
+of exactly 48 tokens (no stop token; `_fixed` variants) both train on the same number of tokens, so the ratio
+is the cost of what GTA adds to a step: the guess loss (its backward) and the conflict check.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHAPE = dict(B=4, G=8, L=48, beta=0.01, mu=1, lr=1e-6)
 
 
-def ours(method: str, steps: int, data_dir: str, G: int = SHAPE["G"], micro: int = SHAPE["B"]) -> list[float]:
+def ours(method: str, steps: int, data_dir: str, G: int = SHAPE["G"], micro: int = SHAPE["B"],
+         fixed: bool = False) -> list[float]:
     from gta.config import TrainConfig
     from gta.trainer import Trainer
 
@@ -36,6 +42,8 @@ def ours(method: str, steps: int, data_dir: str, G: int = SHAPE["G"], micro: int
                           num_iterations=SHAPE["mu"], beta=SHAPE["beta"], learning_rate=SHAPE["lr"],
                           max_completion_length=SHAPE["L"], output=f"{tmp}/run", save_every=10 ** 9)
         t = Trainer(cfg, progress=False)
+        if fixed:  # no stop token: every completion runs to max_completion_length
+            t.stop_ids = [-1]
         times = []
         for s in range(steps):
             t0 = time.perf_counter()
@@ -95,16 +103,19 @@ def main() -> None:
     ap.add_argument("--only", default=None, help=argparse.SUPPRESS)  # child process: one variant, prints JSON
     args = ap.parse_args()
     if args.only:
-        kind, *rest = args.only.split(":")  # method[:G[:micro-batch]]
-        g, micro = (int(x) for x in (rest + [SHAPE["G"], SHAPE["B"]][len(rest):]))
-        times = trl(args.steps, args.data_dir) if kind == "trl" else ours(kind, args.steps, args.data_dir, g, micro)
+        kind, *rest = args.only.split(":")  # method[:G[:micro-batch[:fixed]]]
+        g, micro, fixed = (int(x) for x in (rest + [SHAPE["G"], SHAPE["B"], 0][len(rest):]))
+        times = (trl(args.steps, args.data_dir) if kind == "trl"
+                 else ours(kind, args.steps, args.data_dir, g, micro, bool(fixed)))
         rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
         print(json.dumps({"times": times, "peak_rss_gib": rss_gib}))
         return
     res = {"shape": SHAPE, "steps": args.steps}
     # each variant in its own process, so peak memory is its own
+    fixed = f"{SHAPE['G']}:{SHAPE['B']}:1"
     for name, only in [("ours_grpo", "grpo"), ("ours_gta", "gta"), ("trl_grpo", "trl"), ("ours_gta_G16", "gta:16"),
-                       ("ours_gta_G16_micro2", "gta:16:2")]:
+                       ("ours_gta_G16_micro2", "gta:16:2"), ("ours_grpo_fixed", f"grpo:{fixed}"),
+                       ("ours_gta_fixed", f"gta:{fixed}")]:
         out = subprocess.run([sys.executable, __file__, "--only", only, "--steps", str(args.steps), "--data-dir",
                               args.data_dir], check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
@@ -113,10 +124,12 @@ def main() -> None:
         print(f"{name:<14} median step {r['median_step_s']:7.2f} s  (steps: {', '.join(f'{t:.1f}' for t in r['times'])})"
               f"  peak RSS {r['peak_rss_gib']:.1f} GiB", flush=True)
     res["step_vs_trl"] = res["ours_grpo"]["median_step_s"] / res["trl_grpo"]["median_step_s"]
-    res["gta_vs_grpo_step"] = res["ours_gta"]["median_step_s"] / res["ours_grpo"]["median_step_s"]
+    res["gta_vs_grpo_step"] = res["ours_gta_fixed"]["median_step_s"] / res["ours_grpo_fixed"]["median_step_s"]
+    res["gta_vs_grpo_step_stop_token"] = res["ours_gta"]["median_step_s"] / res["ours_grpo"]["median_step_s"]
     print(f"our GRPO step / TRL GRPO step = {res['step_vs_trl']:.2f}x;  our GTA step / our GRPO step = "
-          f"{res['gta_vs_grpo_step']:.2f}x;  GTA step with G=16: peak RSS {res['ours_gta_G16']['peak_rss_gib']:.1f} GiB "
-          f"(micro-batch 2: {res['ours_gta_G16_micro2']['peak_rss_gib']:.1f} GiB)")
+          f"{res['gta_vs_grpo_step']:.2f}x at 48 tokens each ({res['gta_vs_grpo_step_stop_token']:.2f}x with the stop "
+          f"token, each sampling its own lengths);  GTA step with G=16: peak RSS "
+          f"{res['ours_gta_G16']['peak_rss_gib']:.1f} GiB (micro-batch 2: {res['ours_gta_G16_micro2']['peak_rss_gib']:.1f} GiB)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
 
