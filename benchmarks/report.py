@@ -9,6 +9,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS, DOC, FIGS = ROOT / "benchmarks" / "results", ROOT / "docs" / "results.md", ROOT / "docs" / "figures"
+# Reruns of a dataset's whole protocol (paper.py --results benchmarks/results/replication), reported beside the
+# runs above: same seed, subsets and configs, another machine or code version.
+REPLICATION = "replication"
+RUN_NAMES = ["base-direct", "base-think", "sft", "grpo", "gta", "gta-rl"]
 DATASETS = ["sst5", "massive_scenario", "emotion", "bbc_news"]
 # The paper's Table 2, Qwen2.5 (3B) row (accuracy, weighted F1, %); "Amazon" there is MASSIVE scenario.
 PAPER = {
@@ -130,6 +134,7 @@ def main() -> None:
         out += ["Machine: " + "; ".join(f"{ds}: {r['machine']['cpu']}, {r['machine']['threads']} threads"
                                         for ds, r in results.items()), ""]
     out += wall_times(results)
+    out += replications(results)
     out += ["## Table 2 analogue: accuracy / weighted F1 (%)", "",
             "| dataset | Base (direct) | SFT | GRPO | GTA | GTA guess acc | GTA fast (guess constrained to the labels) | paper Qwen2.5-3B: Base / SFT / GRPO / GTA acc |",
             "|---|---|---|---|---|---|---|---|"]
@@ -235,9 +240,54 @@ def answers_table(results: dict) -> list[str]:
             "|---|---|---|---|---|---|---|", *rows, ""]
 
 
+def minutes(run: dict) -> float:
+    """A run's wall time in minutes: training (if any) + evaluation on the test subset."""
+    return (run.get("train_wall_s", 0.0) + run["eval_wall_s"]) / 60
+
+
+def replications(results: dict) -> list[str]:
+    """Each rerun of a dataset's protocol beside its reported runs: how far the figures and wall times move."""
+    files = sorted((RESULTS / REPLICATION).glob("*.json")) if (RESULTS / REPLICATION).is_dir() else []
+    out = []
+    for f in files:
+        ds, rep = f.stem, json.loads(f.read_text())
+        orig = results.get(ds)
+        if orig is None or not rep.get("runs"):
+            continue
+        if not out:
+            out = ["## Replications: the same protocol run again", "",
+                   "Same seed, subsets and configs as above, on another machine or code version. Float rounding "
+                   "differs between CPUs, so sampled completions (and every trajectory after them) differ too: the "
+                   "spread between the two is a floor on run-to-run variation, which single-seed results above do "
+                   f"not show. Written by `python benchmarks/paper.py --dataset NAME --results "
+                   f"benchmarks/results/{REPLICATION}`.", ""]
+        m0, m1 = orig["machine"], rep["machine"]
+        out += [f"{ds}: reported runs on {m0['cpu']} ({m0['threads']} threads); rerun on {m1['cpu']} "
+                f"({m1['threads']} threads).", "",
+                "| run | acc / F1 reported | acc / F1 rerun | minutes reported | minutes rerun | code rerun |",
+                "|---|---|---|---|---|---|"]
+        total = [0.0, 0.0]
+        for n in RUN_NAMES:
+            a, b = orig["runs"].get(n), rep["runs"].get(n)
+            if b is None:
+                continue
+            total[0] += minutes(a) if a else 0.0
+            total[1] += minutes(b)
+            old = f"{pct(a['eval']['accuracy'])} / {pct(a['eval']['f1_weighted'])} | " if a else "— | "
+            out.append(f"| {n} | {old}{pct(b['eval']['accuracy'])} / {pct(b['eval']['f1_weighted'])} | "
+                       f"{f'{minutes(a):.0f}' if a else '—'} | {minutes(b):.0f} | "
+                       f"{', '.join(f'`{c}`' for c in b.get('code', []))} |")
+        expected = RUN_NAMES[:5] + (["gta-rl"] if ds == "sst5" else [])
+        done = [n for n in expected if n in rep["runs"]]
+        status = (f"within 150 min: {'yes' if total[1] <= 150 else 'no'}" if len(done) == len(expected)
+                  else f"{len(done)}/{len(expected)} runs so far")
+        out += [f"| total | | | {total[0]:.0f} | {total[1]:.0f} | {status} |", ""]
+    return out
+
+
 def wall_times(results: dict) -> list[str]:
     """Minutes each run took (training + evaluation on the test subset), per dataset, against the budget."""
-    names = ["base-direct", "base-think", "sft", "grpo", "gta", "gta-rl"]
+    names = RUN_NAMES
     out = ["## Wall time (minutes: training + test evaluation)", "",
            "| dataset | " + " | ".join(names) + " | total | within 150 min |", "|---" * (len(names) + 3) + "|"]
     for ds, res in results.items():

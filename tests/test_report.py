@@ -69,3 +69,32 @@ def test_convergence_verdict_without_held_out_curve_uses_training_reward(report)
     runs = {"gta": _run([0.3], []), "grpo": _run([0.1], [])}
     line = report.convergence_verdict("d", runs)
     assert "**held**" in line and "held-out" not in line
+
+
+def test_replication_table_sets_a_rerun_beside_the_reported_runs(report, tmp_path, monkeypatch):
+    import copy
+    import json
+
+    emotion = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
+    (tmp_path / "replication").mkdir()
+    rerun = copy.deepcopy(emotion)
+    rerun["machine"]["cpu"] = "Other CPU"
+    rerun["runs"]["sft"]["eval"]["accuracy"] = 0.5
+    rerun["runs"]["sft"]["train_wall_s"], rerun["runs"]["sft"]["eval_wall_s"] = 600.0, 60.0
+    rerun["runs"]["sft"]["code"] = ["abc1234"]
+    del rerun["runs"]["gta"]
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    (tmp_path / "replication" / "emotion.json").write_text(json.dumps(rerun))
+    lines = report.replications({"emotion": emotion})
+    assert lines[0] == "## Replications: the same protocol run again"
+    assert any(line.startswith("emotion: reported runs on ") and "rerun on Other CPU (2 threads)" in line
+               for line in lines)
+    sft = emotion["runs"]["sft"]
+    assert (f"| sft | 58.90 / {100 * sft['eval']['f1_weighted']:.2f} | 50.00 / {100 * sft['eval']['f1_weighted']:.2f} "
+            f"| 15 | 11 | `abc1234` |") in lines
+    assert not any(line.startswith("| gta |") for line in lines)
+    assert lines[-2].endswith("| 4/5 runs so far |")
+    rerun["runs"]["gta"] = emotion["runs"]["gta"]  # complete: the budget verdict appears
+    (tmp_path / "replication" / "emotion.json").write_text(json.dumps(rerun))
+    assert report.replications({"emotion": emotion})[-2].endswith("| within 150 min: no |")
+    assert report.replications({}) == []  # a rerun of a dataset with no reported runs is not shown
