@@ -9,10 +9,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS, DOC, FIGS = ROOT / "benchmarks" / "results", ROOT / "docs" / "results.md", ROOT / "docs" / "figures"
+RUN_NAMES = ["base-direct", "base-think", "sft", "grpo", "gta", "gta-rl"]
 # Reruns of a dataset's whole protocol (paper.py --results benchmarks/results/replication), reported beside the
 # runs above: same seed, subsets and configs, another machine or code version.
 REPLICATION = "replication"
-RUN_NAMES = ["base-direct", "base-think", "sft", "grpo", "gta", "gta-rl"]
 DATASETS = ["sst5", "massive_scenario", "emotion", "bbc_news"]
 # The paper's Table 2, Qwen2.5 (3B) row (accuracy, weighted F1, %); "Amazon" there is MASSIVE scenario.
 PAPER = {
@@ -118,8 +118,7 @@ def main() -> None:
     if missing:
         out += [f"**Not run yet:** {', '.join(missing)}.", ""]
     for ds, res in results.items():
-        expected = ["base-direct", "base-think", "sft", "grpo", "gta"] + (["gta-rl"] if ds == "sst5" else [])
-        todo = [r for r in expected if r not in res["runs"]]
+        todo = [r for r in expected_runs(ds) if r not in res["runs"]]
         if todo:
             out += [f"**{ds} is incomplete:** not run yet: {', '.join(todo)}.", ""]
     import importlib.util
@@ -240,6 +239,11 @@ def answers_table(results: dict) -> list[str]:
             "|---|---|---|---|---|---|---|", *rows, ""]
 
 
+def expected_runs(ds: str) -> list[str]:
+    """The runs of a dataset's whole protocol: GTA(RL) only for sst5 (the paper's Table 3)."""
+    return RUN_NAMES[:5] + (["gta-rl"] if ds == "sst5" else [])
+
+
 def minutes(run: dict) -> float:
     """A run's wall time in minutes: training (if any) + evaluation on the test subset."""
     return (run.get("train_wall_s", 0.0) + run["eval_wall_s"]) / 60
@@ -277,7 +281,7 @@ def replications(results: dict) -> list[str]:
             out.append(f"| {n} | {old}{pct(b['eval']['accuracy'])} / {pct(b['eval']['f1_weighted'])} | "
                        f"{f'{minutes(a):.0f}' if a else '—'} | {minutes(b):.0f} | "
                        f"{', '.join(f'`{c}`' for c in b.get('code', []))} |")
-        expected = RUN_NAMES[:5] + (["gta-rl"] if ds == "sst5" else [])
+        expected = expected_runs(ds)
         done = [n for n in expected if n in rep["runs"]]
         status = (f"within 150 min: {'yes' if total[1] <= 150 else 'no'}" if len(done) == len(expected)
                   else f"{len(done)}/{len(expected)} runs so far")
@@ -287,27 +291,26 @@ def replications(results: dict) -> list[str]:
 
 def wall_times(results: dict) -> list[str]:
     """Minutes each run took (training + evaluation on the test subset), per dataset, against the budget."""
-    names = RUN_NAMES
     out = ["## Wall time (minutes: training + test evaluation)", "",
-           "| dataset | " + " | ".join(names) + " | total | within 150 min |", "|---" * (len(names) + 3) + "|"]
+           "| dataset | " + " | ".join(RUN_NAMES) + " | total | within 150 min |", "|---" * (len(RUN_NAMES) + 3) + "|"]
     for ds, res in results.items():
         cells, total = [], 0.0
-        for n in names:
+        for n in RUN_NAMES:
             r = res["runs"].get(n)
             if r is None:
                 cells.append("—")
                 continue
-            train, ev = r.get("train_wall_s", 0.0) / 60, r["eval_wall_s"] / 60
-            total += train + ev
-            cells.append(f"{train:.0f} + {ev:.0f}" if "train_wall_s" in r else f"{ev:.0f}")
-        expected = 6 if ds == "sst5" else 5
-        done = sum(n in res["runs"] for n in names)
-        verdict = ("yes" if total <= 150 else "no") if done == expected else f"({done}/{expected} runs so far)"
+            total += minutes(r)
+            cells.append(f"{r['train_wall_s'] / 60:.0f} + {r['eval_wall_s'] / 60:.0f}" if "train_wall_s" in r
+                         else f"{r['eval_wall_s'] / 60:.0f}")
+        expected = expected_runs(ds)
+        done = sum(n in res["runs"] for n in expected)
+        verdict = ("yes" if total <= 150 else "no") if done == len(expected) else f"({done}/{len(expected)} runs so far)"
         out.append(f"| {ds} | " + " | ".join(cells) + f" | {total:.0f} | {verdict} |")
     out += ["", "A training run interrupted and resumed counts until its last checkpoint in each attempt "
             "(`train_attempts` in the results file).", ""]
     versions = [f"{ds} {n}: {', '.join(f'`{c}`' for c in r['code'])}" for ds, res in results.items()
-                for n in names if (r := res["runs"].get(n)) and r.get("code")]
+                for n in RUN_NAMES if (r := res["runs"].get(n)) and r.get("code")]
     if versions:  # recorded since paper.py kept it; earlier runs have none
         out += ["Code version (git commit) each run used: " + "; ".join(versions) + ".", ""]
     return out
