@@ -249,12 +249,36 @@ def code_version() -> str | None:
 
 
 def machine() -> dict:
+    """The CPU and versions a run measured. "AMD EPYC" names both the Zen 4 VMs (avx512_bf16) and Zen 3 ones
+    (no AVX-512; bf16 matrix products there run about 80x slower than fp32), so the CPU family/model ids and
+    whether bf16 is native (what decides the precision training runs in) are recorded too."""
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+    from gta.trainer import bf16_supported
+
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        info = []
+    first = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info) if k.strip() in
+             ("model name", "cpu family", "model")}
+    return {"cpu": first.get("model name", platform.processor()),
+            "cpu_id": f"family {first.get('cpu family', '?')} model {first.get('model', '?')}",
+            "bf16_native": bf16_supported(torch.device("cpu")), "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+
+
+def require_native_bf16(script: str) -> None:
+    """Speed benchmarks measure bf16 (and a bf16 baseline); on a CPU without native bf16 they would run for
+    hours and measure emulation. Stop with a clear message instead."""
+    import torch
+
+    from gta.trainer import bf16_supported
+
+    if not bf16_supported(torch.device("cpu")):
+        raise SystemExit(f"{script}: this CPU has no native bf16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo); its "
+                         "figures are bf16 figures, and bf16 matrix products are emulated here (slow). "
+                         "gta itself trains in float32 on such a CPU; benchmarks/steps.py times whole steps in it.")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from gta.data import label_set, load_splits
 from gta.losses import grpo_loss
 from gta.models import load_tokenizer, resolve
 from gta.prompts import build_prompt
-from paper import machine  # benchmarks/paper.py, beside this script
+from paper import machine, require_native_bf16  # benchmarks/paper.py, beside this script
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -171,6 +171,7 @@ def main() -> None:
                     help="also time whole steps (benchmarks/steps.py: ours vs TRL, GTA vs GRPO, G=16 memory) over "
                          "this many steps each; 0 skips them")
     args = ap.parse_args()
+    require_native_bf16("benchmarks/speed.py")
     torch.manual_seed(0)
     path = resolve("smollm2-135m")
     tok = load_tokenizer(path)
@@ -265,7 +266,7 @@ def main() -> None:
                             "--data-dir", args.data_dir, "--json", f.name], check=True)
             steps = json.loads(Path(f.name).read_text())
         res["steps"] = steps
-        for key in ("step_vs_trl", "gta_vs_grpo_step", "gta_vs_grpo_step_stop_token"):
+        for key in ("step_vs_trl", "gta_vs_grpo_step", "gta_vs_grpo_step_own_prompts", "gta_vs_grpo_step_stop_token"):
             res[key] = steps[key]
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

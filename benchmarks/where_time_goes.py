@@ -32,6 +32,7 @@ from gta import rollout
 from gta.losses import grpo_loss
 from gta.models import load_tokenizer, resolve
 
+from paper import require_native_bf16
 from speed import DATA, make_prompts, matmul_ceiling, timed
 
 MATMUL = ("aten::mm", "aten::addmm", "aten::bmm")
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(DATA))
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    require_native_bf16("benchmarks/where_time_goes.py")
     torch.manual_seed(0)
     path = resolve("smollm2-135m")
     tok = load_tokenizer(path)
