@@ -130,7 +130,7 @@ def main() -> None:
             "| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in paper.PROTOCOL.items()] + [""]
     out += ["## Full-scale configuration (GPU users; not run here)", "", FULL_SCALE, ""]
     if results:
-        out += ["Machine: " + "; ".join(f"{ds}: {r['machine']['cpu']}, {r['machine']['threads']} threads"
+        out += ["Machine: " + "; ".join(f"{ds}: {cpu(r['machine'])}, {r['machine']['threads']} threads"
                                         for ds, r in results.items()), ""]
     out += wall_times(results)
     out += replications(results)
@@ -266,7 +266,7 @@ def replications(results: dict) -> list[str]:
                    f"not show. Written by `python benchmarks/paper.py --dataset NAME --results "
                    f"benchmarks/results/{REPLICATION}`.", ""]
         m0, m1 = orig["machine"], rep["machine"]
-        out += [f"{ds}: reported runs on {m0['cpu']} ({m0['threads']} threads); rerun on {m1['cpu']} "
+        out += [f"{ds}: reported runs on {cpu(m0)} ({m0['threads']} threads); rerun on {cpu(m1)} "
                 f"({m1['threads']} threads).", "",
                 "| run | acc / F1 reported | acc / F1 rerun | minutes reported | minutes rerun | code rerun |",
                 "|---|---|---|---|---|---|"]
@@ -287,6 +287,14 @@ def replications(results: dict) -> list[str]:
                   else f"{len(done)}/{len(expected)} runs so far")
         out += [f"| total | | | {total[0]:.0f} | {total[1]:.0f} | {status} |", ""]
     return out
+
+
+def cpu(m: dict) -> str:
+    """The CPU of a run; with its family/model ids and native bf16 where recorded (one name, e.g. "AMD EPYC",
+    covers CPUs with and without native bf16, which decides whether training runs in bf16 or float32)."""
+    if "cpu_id" not in m:
+        return m["cpu"]
+    return f"{m['cpu']} ({m['cpu_id']}, {'bf16' if m['bf16_native'] else 'no native bf16: float32'})"
 
 
 def wall_times(results: dict) -> list[str]:

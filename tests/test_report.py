@@ -78,7 +78,7 @@ def test_replication_table_sets_a_rerun_beside_the_reported_runs(report, tmp_pat
     emotion = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
     (tmp_path / "replication").mkdir()
     rerun = copy.deepcopy(emotion)
-    rerun["machine"]["cpu"] = "Other CPU"
+    rerun["machine"].update(cpu="Other CPU", cpu_id="family 25 model 1", bf16_native=False)
     rerun["runs"]["sft"]["eval"]["accuracy"] = 0.5
     rerun["runs"]["sft"]["train_wall_s"], rerun["runs"]["sft"]["eval_wall_s"] = 600.0, 60.0
     rerun["runs"]["sft"]["code"] = ["abc1234"]
@@ -87,7 +87,7 @@ def test_replication_table_sets_a_rerun_beside_the_reported_runs(report, tmp_pat
     (tmp_path / "replication" / "emotion.json").write_text(json.dumps(rerun))
     lines = report.replications({"emotion": emotion})
     assert lines[0] == "## Replications: the same protocol run again"
-    assert any(line.startswith("emotion: reported runs on ") and "rerun on Other CPU (2 threads)" in line
+    assert any(line.startswith("emotion: reported runs on ") and "rerun on Other CPU (family 25 model 1, no native bf16: float32) (2 threads)" in line
                for line in lines)
     sft = emotion["runs"]["sft"]
     assert (f"| sft | 58.90 / {100 * sft['eval']['f1_weighted']:.2f} | 50.00 / {100 * sft['eval']['f1_weighted']:.2f} "
