@@ -250,8 +250,8 @@ def code_version() -> str | None:
 
 def machine() -> dict:
     """The CPU and versions a run measured. "AMD EPYC" names both the Zen 4 VMs (avx512_bf16) and Zen 3 ones
-    (no AVX-512; bf16 matrix products there run about 80x slower than fp32), so the CPU family/model ids and
-    whether bf16 is native (what decides the precision training runs in) are recorded too."""
+    (no AVX-512, no native bf16: gta trains in float32 there), so the CPU family/model ids and whether bf16 is
+    native (what decides the precision training runs in) are recorded too."""
     import torch
 
     from gta.trainer import bf16_supported
