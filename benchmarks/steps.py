@@ -104,8 +104,8 @@ def trl(steps: int, data_dir: str) -> list[float]:
             self.times.append(time.perf_counter() - self.t0)
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = GRPOConfig(output_dir=tmp, use_cpu=True, bf16=bf16_supported(torch.device("cpu")), per_device_train_batch_size=16,
-                         gradient_accumulation_steps=2, num_generations=SHAPE["G"],
+        cfg = GRPOConfig(output_dir=tmp, use_cpu=True, bf16=bf16_supported(torch.device("cpu")),
+                         per_device_train_batch_size=16, gradient_accumulation_steps=2, num_generations=SHAPE["G"],
                          max_completion_length=SHAPE["L"], beta=SHAPE["beta"], num_iterations=SHAPE["mu"],
                          learning_rate=SHAPE["lr"], max_steps=steps, logging_steps=1, report_to="none",
                          save_strategy="no", gradient_checkpointing=False, temperature=1.0, seed=0)
