@@ -17,7 +17,9 @@ GTA vs GRPO is measured three ways. `gta_vs_grpo_step`: completions of exactly 4
 ratio is the cost of what GTA adds to a step: the guess loss (its backward through the prompt) and the
 conflict check. `gta_vs_grpo_step_own_prompts`: the same, but each method with its own prompt template (GTA's
 asks for the guess too: about 12 tokens longer). `gta_vs_grpo_step_stop_token`: as training runs, each
-sampling its own lengths (GTA's completions carry the guess span, so they run longer).
+sampling its own lengths (GTA's completions carry the guess span, so they run longer). `gta_guess_share`: the
+seconds of each fixed-length GTA step spent on the guess loss (its gradient buffer and backward) and the conflict
+check, measured inside the step by the trainer (`guess_s`), as a share of that step (median over steps 2..N).
 """
 from __future__ import annotations
 
@@ -58,18 +60,22 @@ def trainer(spec: str, steps: int, data_dir: str, tmp: str):
     return t
 
 
-def ours(specs: list[str], steps: int, data_dir: str) -> list[list[float]]:
+def ours(specs: list[str], steps: int, data_dir: str) -> tuple[list[list[float]], list[list[float]]]:
     """Step times of one or more of our trainers in this process, interleaved step by step when several (so
-    the ratio between them is not skewed by the machine slowing down or speeding up during the run)."""
+    the ratio between them is not skewed by the machine slowing down or speeding up during the run), and the
+    seconds of each GTA step spent on the guess loss and conflict check (the trainer's `guess_s` metric)."""
     with tempfile.TemporaryDirectory() as tmp:
         trainers = [trainer(spec, steps, data_dir, tmp) for spec in specs]
         times: list[list[float]] = [[] for _ in specs]
+        guess: list[list[float]] = [[] for _ in specs]
         for s in range(steps):
-            for t, out in zip(trainers, times):
+            for t, out, g in zip(trainers, times, guess):
                 t0 = time.perf_counter()
-                t.rl_step(t.batch_indices(s), s)
+                m = t.rl_step(t.batch_indices(s), s)
                 out.append(time.perf_counter() - t0)
-        return times
+                if "guess_s" in m:
+                    g.append(m["guess_s"])
+        return times, guess
 
 
 def trl(steps: int, data_dir: str) -> list[float]:
@@ -124,10 +130,10 @@ def main() -> None:
     ap.add_argument("--only", default=None, help=argparse.SUPPRESS)  # child process: one variant, prints JSON
     args = ap.parse_args()
     if args.only:  # "trl", or our trainers' specs joined by "+" (interleaved in one process)
-        times = [trl(args.steps, args.data_dir)] if args.only == "trl" else ours(args.only.split("+"), args.steps,
-                                                                                 args.data_dir)
+        times, guess = (([trl(args.steps, args.data_dir)], [[]]) if args.only == "trl"
+                        else ours(args.only.split("+"), args.steps, args.data_dir))
         rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-        print(json.dumps({"times": times, "peak_rss_gib": rss_gib}))
+        print(json.dumps({"times": times, "guess_s": guess, "peak_rss_gib": rss_gib}))
         return
     import torch
 
@@ -147,9 +153,11 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--only", only, "--steps", str(args.steps), "--data-dir",
                               args.data_dir], check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        for name, times in zip(names, r["times"]):
+        for name, times, guess in zip(names, r["times"], r["guess_s"]):
             res[name] = {"times": times, "peak_rss_gib": r["peak_rss_gib"],
                          "median_step_s": statistics.median(times[1:] or times)}
+            if guess:
+                res[name]["guess_s"] = guess
             print(f"{name:<27} median step {res[name]['median_step_s']:7.2f} s  (steps: "
                   f"{', '.join(f'{t:.1f}' for t in times)})  peak RSS {r['peak_rss_gib']:.1f} GiB", flush=True)
     res["step_vs_trl"] = res["ours_grpo"]["median_step_s"] / res["trl_grpo"]["median_step_s"]
@@ -157,6 +165,11 @@ def main() -> None:
     res["gta_vs_grpo_step"] = gta / res["ours_grpo_fixed_gta_prompts"]["median_step_s"]
     res["gta_vs_grpo_step_own_prompts"] = gta / res["ours_grpo_fixed"]["median_step_s"]
     res["gta_vs_grpo_step_stop_token"] = res["ours_gta"]["median_step_s"] / res["ours_grpo"]["median_step_s"]
+    # measured inside each GTA step, so free of the step-to-step noise that the ratios above carry
+    fixed_gta = res["ours_gta_fixed"]
+    res["gta_guess_share"] = statistics.median(g / t for g, t in list(zip(fixed_gta["guess_s"], fixed_gta["times"]))[1:])
+    print(f"guess loss + conflict check inside the fixed-length GTA step: "
+          f"{statistics.median(fixed_gta['guess_s'][1:]):.2f} s, {res['gta_guess_share']:.0%} of the step (median)")
     print(f"our GRPO step / TRL GRPO step = {res['step_vs_trl']:.2f}x;  our GTA step / our GRPO step = "
           f"{res['gta_vs_grpo_step']:.2f}x at 48 tokens each on the same prompts ({res['gta_vs_grpo_step_own_prompts']:.2f}x "
           f"each with its own prompts; {res['gta_vs_grpo_step_stop_token']:.2f}x with the stop token, each sampling its "

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"step_time_s", "tokens_per_s", "rollout_s"}  # wall-clock fields differ between runs by nature
+TIMING = {"step_time_s", "tokens_per_s", "rollout_s", "guess_s"}  # wall-clock fields differ between runs by nature
 
 
 def train_cmd(model: str, out: Path, args) -> list[str]:

@@ -51,7 +51,10 @@ def test_smoke_each_method(tmp_path, tiny_path, data_dir, method):
     if method in ("gta", "gta-rl"):
         assert "guess/accuracy" in keys
     if method == "gta":
-        assert {"loss/sft", "conflict/cosine", "conflict/sft_dropped"} <= keys
+        assert {"loss/sft", "conflict/cosine", "conflict/sft_dropped", "guess_s"} <= keys
+        assert all(0 < r["guess_s"] < r["step_time_s"] for r in rows)
+    else:
+        assert "guess_s" not in keys
     assert "eval/accuracy" in rows[1]
     # the checkpoint holds the trained weights, loadable by transformers and by the Classifier
     ckpt = tmp_path / "run" / "checkpoints" / "step-000002"

@@ -359,9 +359,12 @@ class Trainer:
         # 7. mu optimizer updates on this batch of rollouts
         totals = {"loss/rl": 0.0, "loss/sft": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0,
                   "conflict/cosine": 0.0, "conflict/sft_dropped": 0.0}
+        guess_s = 0.0  # the time GTA adds to the update: the guess loss's gradient (buffer, backward) and the conflict check
         for it in range(cfg.num_iterations):
             g_rl = self.new_grads()
+            t1 = time.perf_counter()
             g_sft = self.new_grads() if gta else None
+            guess_s += time.perf_counter() - t1
             kl_sum = clipped = tokens = 0.0
             for mb in micro:
                 suffixes = [(mb["ids"], mb["cmask"], G)] + ([(*mb["guess"], 1)] if gta else [])
@@ -372,9 +375,11 @@ class Trainer:
                                             mb["lengths"], cfg.epsilon, cfg.beta, num_sequences=B * G)
                 self.add_grads(g_rl, torch.autograd.grad(l_rl, self.params, retain_graph=gta, allow_unused=True))
                 if gta:
+                    t1 = time.perf_counter()
                     l_sft = losses.sft_loss(logps[1], mb["guess"][1], num_examples=B)
                     self.add_grads(g_sft, torch.autograd.grad(l_sft, self.params, allow_unused=True))
                     totals["loss/sft"] += float(l_sft.detach()) / cfg.num_iterations
+                    guess_s += time.perf_counter() - t1
                 totals["loss/rl"] += float(l_rl.detach()) / cfg.num_iterations
                 kl_sum += float(st["kl_sum"])
                 clipped += float(st["clipped_sum"])
@@ -383,6 +388,7 @@ class Trainer:
             totals["clip_fraction"] += clipped / max(tokens, 1) / cfg.num_iterations
             g_rl = self.sum_grads(g_rl)  # the conflict rule sees the whole step's gradients
             if gta:
+                t1 = time.perf_counter()
                 g_sft = self.sum_grads(g_sft)
                 own = [i for i, g in enumerate(g_rl) if g is not None]  # all, unless gradients are sharded
                 _, info = combine([g_sft[i] for i in own], [g_rl[i] for i in own], cfg.lambda1, cfg.lambda2,
@@ -390,10 +396,13 @@ class Trainer:
                 grads = g_rl  # combine wrote the result into g_rl's tensors
                 totals["conflict/cosine"] += info["cosine"] / cfg.num_iterations
                 totals["conflict/sft_dropped"] += info["sft_dropped"] / cfg.num_iterations
+                guess_s += time.perf_counter() - t1
             else:
                 grads = [None if g is None else cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
             totals["grad_norm"] += self.apply_update(grads) / cfg.num_iterations
-        if not gta:
+        if gta:
+            metrics["guess_s"] = guess_s
+        else:
             for key in ("loss/sft", "conflict/cosine", "conflict/sft_dropped"):
                 totals.pop(key)
         metrics.update(totals)
