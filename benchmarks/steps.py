@@ -16,7 +16,7 @@ GTA vs GRPO is measured three ways. `gta_vs_grpo_step`: completions of exactly 4
 `_fixed` variants) and GRPO given GTA's prompts, so both sample, score and train on the same tokens and the
 ratio is the cost of what GTA adds to a step: the guess loss (its backward through the prompt) and the
 conflict check. `gta_vs_grpo_step_own_prompts`: the same, but each method with its own prompt template (GTA's
-asks for the guess too: about 12 tokens longer). `gta_vs_grpo_step_stop_token`: as training runs, each
+asks for the guess too, so its prompts are longer). `gta_vs_grpo_step_stop_token`: as training runs, each
 sampling its own lengths (GTA's completions carry the guess span, so they run longer). `gta_guess_share`: the
 seconds of each fixed-length GTA step spent on the guess loss (its gradient buffer and backward) and the conflict
 check, measured inside the step by the trainer (`guess_s`), as a share of that step (median over steps 2..N).
@@ -135,13 +135,10 @@ def main() -> None:
         rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
         print(json.dumps({"times": times, "guess_s": guess, "peak_rss_gib": rss_gib}))
         return
-    import torch
-
-    from gta.trainer import bf16_supported
     from paper import machine  # benchmarks/paper.py, beside this script
 
-    res = {"shape": SHAPE, "steps": args.steps, "machine": machine(),
-           "precision": "bf16" if bf16_supported(torch.device("cpu")) else "fp32"}
+    cpu = machine()
+    res = {"shape": SHAPE, "steps": args.steps, "machine": cpu, "precision": "bf16" if cpu["bf16_native"] else "fp32"}
     print(f"precision {res['precision']} (ours and TRL alike); {res['machine']['cpu']} {res['machine']['cpu_id']}")
     # Each entry in its own process, so peak memory is its own; the three fixed-length variants that the GTA/GRPO
     # ratios compare run interleaved in one process (their peak RSS is then that of the three together).
