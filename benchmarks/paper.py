@@ -268,18 +268,5 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
 
 
-def require_native_bf16(script: str) -> None:
-    """Speed benchmarks measure bf16 (and a bf16 baseline); on a CPU without native bf16 they would run for
-    hours and measure emulation. Stop with a clear message instead."""
-    import torch
-
-    from gta.trainer import bf16_supported
-
-    if not bf16_supported(torch.device("cpu")):
-        raise SystemExit(f"{script}: this CPU has no native bf16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo); its "
-                         "figures are bf16 figures, and bf16 matrix products are emulated here (slow). "
-                         "gta itself trains in float32 on such a CPU; benchmarks/steps.py times whole steps in it.")
-
-
 if __name__ == "__main__":
     main()

@@ -15,8 +15,14 @@ second part (`variable_length` in the JSON; --variable-new-tokens 0 skips it) me
 sees: the GTA prompts of the first B emotion training tweets, sampling until the end-of-turn token or
 --variable-new-tokens (the paper protocol's 96), where a few rows run long and most stop early. There it
 times our rollout with stopped rows leaving the batch against the same rollout keeping every row (identical
-samples), and plain `generate` (bf16 autocast, same stop token); and our update pass in length-sorted chunks
+samples), and plain `generate` (same precision, same stop token); and our update pass in length-sorted chunks
 against one chunk of all rows (identical results) and the plain pass.
+
+Precision: what `gta train` uses on this CPU. With native bf16 (avx512_bf16 or amx_bf16): bf16 rollouts on a
+bf16 copy of the weights, update passes under bf16 autocast, the bf16 matmul ceiling, and plain `generate` both
+in fp32 and under bf16 autocast. Without it (bf16 is emulated and slow there, so gta trains in float32):
+everything in float32 and the float32 matmul ceiling. The JSON's `precision` says which; the keys that name a
+precision (`rollout_plain_bf16`, `bf16_matmul_gflops`, ...) name the one measured.
 """
 from __future__ import annotations
 
@@ -35,7 +41,8 @@ from gta.data import label_set, load_splits
 from gta.losses import grpo_loss
 from gta.models import load_tokenizer, resolve
 from gta.prompts import build_prompt
-from paper import machine, require_native_bf16  # benchmarks/paper.py, beside this script
+from gta.trainer import bf16_supported
+from paper import machine  # benchmarks/paper.py, beside this script
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -56,7 +63,8 @@ def make_prompts(tokenizer, n: int, target_tokens: int, data_dir: Path) -> list[
     return out
 
 
-def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: int, data_dir: Path) -> dict:
+def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: int, data_dir: Path,
+                    bf16: bool) -> dict:
     """Rollouts and update passes whose completions stop at the end-of-turn token (lengths vary)."""
     splits = load_splits("emotion", str(data_dir))
     labels = label_set(splits["train"])
@@ -69,7 +77,7 @@ def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: 
                                         torch.Generator().manual_seed(0), compact=compact)
 
     def plain():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=True,
                                  temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new,
                                  num_return_sequences=G, pad_token_id=tok.pad_token_id, eos_token_id=stop)
@@ -88,21 +96,22 @@ def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: 
 
     def update(rows_per_chunk):
         def run():
-            logp, = rollout.shared_prefix_logprobs(model, batch, [(ids, cmask, G)], True, rows_per_chunk)
+            logp, = rollout.shared_prefix_logprobs(model, batch, [(ids, cmask, G)], bf16, rows_per_chunk)
             torch.autograd.grad(loss_of(logp), params)
         return run
 
     def plain_update():
-        plain_update_pass(model, batch, ids, cmask, G, loss_of, params)
+        plain_update_pass(model, batch, ids, cmask, G, loss_of, params, bf16)
 
-    variants = {"rollout_compact": ours(True), "rollout_all_rows": ours(False), "rollout_plain_bf16": plain,
+    plain_key = "rollout_plain_" + ("bf16" if bf16 else "fp32")
+    variants = {"rollout_compact": ours(True), "rollout_all_rows": ours(False), plain_key: plain,
                 "update_chunks_of_8": update(8), "update_one_chunk": update(B * G), "update_plain": plain_update}
     times, plain_tokens = {k: [] for k in variants}, []
     for _ in range(repeats):
         for k, fn in variants.items():
             t, out = timed(fn)
             times[k].append(t)
-            if k == "rollout_plain_bf16":
+            if k == plain_key:
                 plain_tokens.append(int(out[1].sum()))
     med = {k: statistics.median(v) for k, v in times.items()}
     lengths = cmask.sum(1)
@@ -113,38 +122,38 @@ def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: 
            "seconds": med,
            "rollout_tokens_per_s": {"rollout_compact": tokens / med["rollout_compact"],
                                     "rollout_all_rows": tokens / med["rollout_all_rows"],
-                                    "rollout_plain_bf16": statistics.median(plain_tokens) / med["rollout_plain_bf16"]},
+                                    plain_key: statistics.median(plain_tokens) / med[plain_key]},
            "compaction_speedup": med["rollout_all_rows"] / med["rollout_compact"],
            "chunking_speedup": med["update_one_chunk"] / med["update_chunks_of_8"],
            "update_vs_plain": med["update_plain"] / med["update_chunks_of_8"]}
-    res["rollout_vs_plain_bf16"] = (res["rollout_tokens_per_s"]["rollout_compact"]
-                                    / res["rollout_tokens_per_s"]["rollout_plain_bf16"])
+    res[plain_key.replace("rollout_", "rollout_vs_")] = (res["rollout_tokens_per_s"]["rollout_compact"]
+                                                         / res["rollout_tokens_per_s"][plain_key])
     print(f"variable length (stop at end of turn, <= {max_new} new tokens): our completions mean "
           f"{res['completion_lengths']['mean']:.1f}, max {res['completion_lengths']['max']} tokens")
     for k in variants:
         print(f"{k:<28} {med[k]:8.2f} s")
     print(f"rollout: stopped rows leave / keep all rows = {res['compaction_speedup']:.2f}x faster; valid tokens/s "
-          f"ours / plain generate bf16 = {res['rollout_vs_plain_bf16']:.2f}x")
+          f"ours / plain generate {plain_key[-4:]} = {res[plain_key.replace('rollout_', 'rollout_vs_')]:.2f}x")
     print(f"update:  chunks of 8 / one chunk = {res['chunking_speedup']:.2f}x faster; / plain pass = "
           f"{res['update_vs_plain']:.2f}x")
     return res
 
 
-def plain_update_pass(model, batch, ids, cmask, G: int, loss_of, params) -> None:
-    """The plain update: forward+backward over the G repeated prompt+completion sequences, bf16 autocast."""
+def plain_update_pass(model, batch, ids, cmask, G: int, loss_of, params, bf16: bool = True) -> None:
+    """The plain update: forward+backward over the G repeated prompt+completion sequences (bf16: autocast)."""
     P = batch.input_ids.shape[1]
     full = torch.cat([batch.input_ids.repeat_interleave(G, 0), ids], 1)
     attn = torch.cat([batch.attention_mask.repeat_interleave(G, 0), cmask], 1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = model(input_ids=full, attention_mask=attn,
                        position_ids=(attn.cumsum(1) - 1).clamp(min=0)).logits[:, P - 1:-1]
         logp = rollout.token_logprobs(logits, ids) * cmask
     torch.autograd.grad(loss_of(logp), params)
 
 
-def matmul_ceiling(repeats: int = 3) -> float:
-    """This machine's bf16 matmul ceiling in GFLOP/s: 2048 x 2048 products, median of `repeats` runs of 10."""
-    a, b = torch.randn(2048, 2048, dtype=torch.bfloat16), torch.randn(2048, 2048, dtype=torch.bfloat16)
+def matmul_ceiling(repeats: int = 3, dtype: torch.dtype = torch.bfloat16) -> float:
+    """This machine's matmul ceiling in GFLOP/s for `dtype`: 2048 x 2048 products, median of `repeats` runs of 10."""
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
     a @ b
     return statistics.median(2 * 2048 ** 3 * 10 / timed(lambda: [a @ b for _ in range(10)])[0]
                              for _ in range(repeats)) / 1e9
@@ -171,7 +180,8 @@ def main() -> None:
                     help="also time whole steps (benchmarks/steps.py: ours vs TRL, GTA vs GRPO, G=16 memory) over "
                          "this many steps each; 0 skips them")
     args = ap.parse_args()
-    require_native_bf16("benchmarks/speed.py")
+    bf16 = bf16_supported(torch.device("cpu"))  # the precision gta trains in on this CPU
+    prec = "bf16" if bf16 else "fp32"
     torch.manual_seed(0)
     path = resolve("smollm2-135m")
     tok = load_tokenizer(path)
@@ -181,17 +191,20 @@ def main() -> None:
     batch = rollout.encode_prompts(tok, make_prompts(tok, B, args.prompt_tokens, Path(args.data_dir)), "cpu")
     P = batch.input_ids.shape[1]
     print(f"model SmolLM2-135M, {torch.get_num_threads()} threads, B={B} prompts of {P} tokens, G={G}, "
-          f"{L} new tokens, {args.repeats} repeats (medians)")
+          f"{L} new tokens, {args.repeats} repeats (medians), {prec}"
+          + ("" if bf16 else " (this CPU has no native bf16: float32, as gta trains here)"))
 
-    ceiling = matmul_ceiling()
+    ceiling = matmul_ceiling(dtype=torch.bfloat16 if bf16 else torch.float32)
 
     # -- rollouts: fixed length (no early stop) so both variants generate exactly B*G*L tokens
-    sampler = copy.deepcopy(model).to(torch.bfloat16)  # as the trainer does: a bf16 copy, synced per rollout
+    # as the trainer does: with bf16 a bf16 copy of the weights, synced per rollout; in fp32 the model itself
+    sampler = copy.deepcopy(model).to(torch.bfloat16) if bf16 else model
 
     def ours_rollout():
         with torch.no_grad():
             for s, p in zip(sampler.parameters(), model.parameters()):
-                s.copy_(p)
+                if s is not p:
+                    s.copy_(p)
         return rollout.generate(sampler, batch, G, L, stop_ids=[-1], pad_id=tok.pad_token_id, temperature=1.0,
                                 generator=torch.Generator().manual_seed(0))
 
@@ -203,7 +216,7 @@ def main() -> None:
                                       num_return_sequences=G, pad_token_id=tok.pad_token_id)
         return run
 
-    # -- updates: GRPO loss forward+backward over the B*G sampled sequences, bf16 autocast
+    # -- updates: GRPO loss forward+backward over the B*G sampled sequences (bf16: under autocast)
     ids, cmask = ours_rollout()
     adv = torch.randn(B * G)
     params = [p for p in model.parameters()]
@@ -212,14 +225,16 @@ def main() -> None:
         return grpo_loss(logp, logp.detach(), None, adv, cmask.float(), cmask.sum(1).float(), 0.2, 0.0, B * G)[0]
 
     def ours_update():
-        logp, = rollout.shared_prefix_logprobs(model, batch, [(ids, cmask, G)], bf16=True)
+        logp, = rollout.shared_prefix_logprobs(model, batch, [(ids, cmask, G)], bf16=bf16)
         torch.autograd.grad(loss_of(logp), params)
 
     def plain_update():
-        plain_update_pass(model, batch, ids, cmask, G, loss_of, params)
+        plain_update_pass(model, batch, ids, cmask, G, loss_of, params, bf16)
 
     variants = {"rollout_ours": ours_rollout, "rollout_plain_fp32": plain_rollout("fp32"),
-                "rollout_plain_bf16": plain_rollout("bf16"), "update_ours": ours_update, "update_plain": plain_update}
+                **({"rollout_plain_bf16": plain_rollout("bf16")} if bf16 else {}),
+                "update_ours": ours_update, "update_plain": plain_update}
+    rollouts = [k for k in variants if k.startswith("rollout_")]
     times = {k: [] for k in variants}
     for _ in range(args.repeats):  # interleaved
         for k, fn in variants.items():
@@ -235,26 +250,28 @@ def main() -> None:
     res = {
         "machine": machine(),  # CPU model, threads, versions: the ratios differ between CPU models
         "shape": {"B": B, "G": G, "prompt_tokens": P, "new_tokens": L},
-        "seconds": med, "bf16_matmul_gflops": ceiling,
-        "rollout_tokens_per_s": {k: tokens / med[k] for k in ("rollout_ours", "rollout_plain_fp32", "rollout_plain_bf16")},
+        "precision": prec, "seconds": med, f"{prec}_matmul_gflops": ceiling,
+        "rollout_tokens_per_s": {k: tokens / med[k] for k in rollouts},
         "update_tokens_per_s": {k: tokens / med[k] for k in ("update_ours", "update_plain")},
         "rollout_vs_plain": med["rollout_plain_fp32"] / med["rollout_ours"],
-        "rollout_vs_plain_bf16": med["rollout_plain_bf16"] / med["rollout_ours"],
         "update_vs_plain": med["update_plain"] / med["update_ours"],
         "useful_gflops": useful / med["update_ours"] / 1e9,
     }
+    if bf16:
+        res["rollout_vs_plain_bf16"] = med["rollout_plain_bf16"] / med["rollout_ours"]
     res["flops_fraction"] = res["useful_gflops"] / ceiling
-    print(f"bf16 matmul ceiling          {ceiling:8.1f} GFLOP/s")
-    for k in ("rollout_ours", "rollout_plain_fp32", "rollout_plain_bf16"):
+    print(f"{prec} matmul ceiling          {ceiling:8.1f} GFLOP/s")
+    for k in rollouts:
         print(f"{k:<28} {med[k]:8.2f} s  {tokens / med[k]:8.1f} tokens/s")
     for k in ("update_ours", "update_plain"):
         print(f"{k:<28} {med[k]:8.2f} s  {tokens / med[k]:8.1f} completion tokens/s")
-    print(f"rollout: ours / plain generate fp32 = {res['rollout_vs_plain']:.2f}x, bf16 = {res['rollout_vs_plain_bf16']:.2f}x")
+    print(f"rollout: ours / plain generate fp32 = {res['rollout_vs_plain']:.2f}x"
+          + (f", bf16 = {res['rollout_vs_plain_bf16']:.2f}x" if bf16 else ""))
     print(f"update:  ours / plain pass = {res['update_vs_plain']:.2f}x; useful {res['useful_gflops']:.1f} GFLOP/s = "
-          f"{res['flops_fraction']:.0%} of the bf16 ceiling")
+          f"{res['flops_fraction']:.0%} of the {prec} ceiling")
     if args.variable_new_tokens:
         res["variable_length"] = variable_length(model, sampler, tok, B, G, args.variable_new_tokens, args.repeats,
-                                                 Path(args.data_dir))
+                                                 Path(args.data_dir), bf16)
     if args.steps:
         del model, sampler, params  # free memory for the step benchmarks, each in its own process
         import subprocess
