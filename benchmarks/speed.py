@@ -2,9 +2,9 @@
 
     python benchmarks/speed.py [--repeats 3] [--steps 3] [--json PATH]
 
-With --steps N (default 3) it then runs benchmarks/steps.py (whole GRPO/GTA steps of ours vs TRL's
-GRPOTrainer, peak memory of a G=16 GTA step) and adds `step_vs_trl` and `gta_vs_grpo_step` to the JSON, beside
-`rollout_vs_plain`, `update_vs_plain` and `flops_fraction`.
+With --steps N (default 3) it first runs benchmarks/steps.py (whole GRPO/GTA steps of ours vs TRL's
+GRPOTrainer, peak memory of a G=16 GTA step) and adds `step_vs_trl`, `gta_vs_grpo_step` and `gta_guess_share`
+to the JSON, beside `rollout_vs_plain`, `update_vs_plain` and `flops_fraction`.
 
 Same model (SmolLM2-135M-Instruct), same prompts (emotion test tweets padded with their neighbours to
 about --prompt-tokens tokens), same lengths and sampling settings; the variants are interleaved and
@@ -165,6 +165,19 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
+def whole_steps(n: int, data_dir: str) -> dict:
+    """benchmarks/steps.py in a process of its own, run before this one loads a model: its three-model process
+    needs most of the machine's memory (13.7 GiB in float32, steps-epyc-zen3-fp32-*.json), and memory this process has used stays with it."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        subprocess.run([sys.executable, str(Path(__file__).with_name("steps.py")), "--steps", str(n),
+                        "--data-dir", data_dir, "--json", f.name], check=True)
+        return json.loads(Path(f.name).read_text())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=4, help="B")
@@ -182,6 +195,7 @@ def main() -> None:
     args = ap.parse_args()
     bf16 = bf16_supported(torch.device("cpu"))  # the precision gta trains in on this CPU
     prec = "bf16" if bf16 else "fp32"
+    steps = whole_steps(args.steps, args.data_dir) if args.steps else None
     torch.manual_seed(0)
     path = resolve("smollm2-135m")
     tok = load_tokenizer(path)
@@ -272,18 +286,10 @@ def main() -> None:
     if args.variable_new_tokens:
         res["variable_length"] = variable_length(model, sampler, tok, B, G, args.variable_new_tokens, args.repeats,
                                                  Path(args.data_dir), bf16)
-    if args.steps:
-        del model, sampler, params  # free memory for the step benchmarks, each in its own process
-        import subprocess
-        import sys
-        import tempfile
-
-        with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            subprocess.run([sys.executable, str(Path(__file__).with_name("steps.py")), "--steps", str(args.steps),
-                            "--data-dir", args.data_dir, "--json", f.name], check=True)
-            steps = json.loads(Path(f.name).read_text())
+    if steps:
         res["steps"] = steps
-        for key in ("step_vs_trl", "gta_vs_grpo_step", "gta_vs_grpo_step_own_prompts", "gta_vs_grpo_step_stop_token"):
+        for key in ("step_vs_trl", "gta_vs_grpo_step", "gta_vs_grpo_step_own_prompts", "gta_vs_grpo_step_stop_token",
+                    "gta_guess_share"):
             res[key] = steps[key]
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
