@@ -41,7 +41,6 @@ from gta.data import label_set, load_splits
 from gta.losses import grpo_loss
 from gta.models import load_tokenizer, resolve
 from gta.prompts import build_prompt
-from gta.trainer import bf16_supported
 from paper import machine  # benchmarks/paper.py, beside this script
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -103,7 +102,8 @@ def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: 
     def plain_update():
         plain_update_pass(model, batch, ids, cmask, G, loss_of, params, bf16)
 
-    plain_key = "rollout_plain_" + ("bf16" if bf16 else "fp32")
+    prec = "bf16" if bf16 else "fp32"
+    plain_key, vs_key = f"rollout_plain_{prec}", f"rollout_vs_plain_{prec}"
     variants = {"rollout_compact": ours(True), "rollout_all_rows": ours(False), plain_key: plain,
                 "update_chunks_of_8": update(8), "update_one_chunk": update(B * G), "update_plain": plain_update}
     times, plain_tokens = {k: [] for k in variants}, []
@@ -126,14 +126,13 @@ def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: 
            "compaction_speedup": med["rollout_all_rows"] / med["rollout_compact"],
            "chunking_speedup": med["update_one_chunk"] / med["update_chunks_of_8"],
            "update_vs_plain": med["update_plain"] / med["update_chunks_of_8"]}
-    res[plain_key.replace("rollout_", "rollout_vs_")] = (res["rollout_tokens_per_s"]["rollout_compact"]
-                                                         / res["rollout_tokens_per_s"][plain_key])
+    res[vs_key] = res["rollout_tokens_per_s"]["rollout_compact"] / res["rollout_tokens_per_s"][plain_key]
     print(f"variable length (stop at end of turn, <= {max_new} new tokens): our completions mean "
           f"{res['completion_lengths']['mean']:.1f}, max {res['completion_lengths']['max']} tokens")
     for k in variants:
         print(f"{k:<28} {med[k]:8.2f} s")
     print(f"rollout: stopped rows leave / keep all rows = {res['compaction_speedup']:.2f}x faster; valid tokens/s "
-          f"ours / plain generate {plain_key[-4:]} = {res[plain_key.replace('rollout_', 'rollout_vs_')]:.2f}x")
+          f"ours / plain generate {prec} = {res[vs_key]:.2f}x")
     print(f"update:  chunks of 8 / one chunk = {res['chunking_speedup']:.2f}x faster; / plain pass = "
           f"{res['update_vs_plain']:.2f}x")
     return res
@@ -194,7 +193,8 @@ def main() -> None:
                     help="also time whole steps (benchmarks/steps.py: ours vs TRL, GTA vs GRPO, G=16 memory) over "
                          "this many steps each; 0 skips them")
     args = ap.parse_args()
-    bf16 = bf16_supported(torch.device("cpu"))  # the precision gta trains in on this CPU
+    cpu = machine()  # CPU model, threads, versions: the ratios differ between CPU models
+    bf16 = cpu["bf16_native"]  # the precision gta trains in on this CPU
     prec = "bf16" if bf16 else "fp32"
     steps = whole_steps(args.steps, args.data_dir) if args.steps else None
     torch.manual_seed(0)
@@ -214,9 +214,9 @@ def main() -> None:
     sampler = copy.deepcopy(model).to(torch.bfloat16) if bf16 else model
 
     def ours_rollout():
-        with torch.no_grad():
-            for s, p in zip(sampler.parameters(), model.parameters()):
-                if s is not p:
+        if sampler is not model:
+            with torch.no_grad():
+                for s, p in zip(sampler.parameters(), model.parameters()):
                     s.copy_(p)
         return rollout.generate(sampler, batch, G, L, stop_ids=[-1], pad_id=tok.pad_token_id, temperature=1.0,
                                 generator=torch.Generator().manual_seed(0))
@@ -265,7 +265,7 @@ def main() -> None:
     body = n_params - head if not model.config.tie_word_embeddings else n_params
     useful = 3 * (2 * body * (B * P + B * G * L) + 2 * head * B * G * L)
     res = {
-        "machine": machine(),  # CPU model, threads, versions: the ratios differ between CPU models
+        "machine": cpu,
         "shape": {"B": B, "G": G, "prompt_tokens": P, "new_tokens": L},
         "precision": prec, "seconds": med, f"{prec}_matmul_gflops": ceiling, "matmul_gflops_readings": readings,
         "rollout_tokens_per_s": {k: tokens / med[k] for k in rollouts},
