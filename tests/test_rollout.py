@@ -93,6 +93,24 @@ def test_shared_prefix_update_equals_plain_pass(tiny_path, tokenizer, rows_per_c
         assert torch.allclose(ga, gb, atol=1e-6, rtol=1e-4)
 
 
+def test_one_forward_over_prompt_and_label_equals_the_shared_prefix_pass(tiny_path, tokenizer):
+    """The SFT targets (sft's label, gta's guess) take one forward over prompt + target: the same log-probs and
+    gradients as the prompt forward plus a forward of the target on its cache, with prompts of different
+    lengths (left padding) and targets of different lengths (right padding)."""
+    model, prompts = _setup(tiny_path, tokenizer)
+    ids, mask = rollout.pad_right([[5, 17, 9, 2], [33, 8]], tokenizer.pad_token_id, "cpu")
+    assert (prompts.attention_mask == 0).any() and (mask == 0).any()
+    params = list(model.parameters())
+    one = rollout.sequence_logprobs(model, prompts, ids, mask)
+    shared, = rollout.shared_prefix_logprobs(model, prompts, [(ids, mask, 1)])
+    assert torch.allclose(one, shared, atol=1e-5) and bool((one[mask.bool()] < 0).all())
+    assert bool((one[~mask.bool()] == 0).all())
+    weights = torch.tensor([[1.0, 2.0, 3.0, 4.0]])  # a loss that weighs every token differently
+    for ga, gb in zip(torch.autograd.grad((one * weights).sum(), params),
+                      torch.autograd.grad((shared * weights).sum(), params)):
+        assert torch.allclose(ga, gb, atol=1e-5 * float(gb.abs().max()), rtol=1e-4)  # summation order differs
+
+
 def test_fast_label_scoring_picks_the_most_likely_label(tiny_path, tokenizer):
     from gta.evaluate import score_labels
 

@@ -233,6 +233,23 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
     return out_logps
 
 
+def sequence_logprobs(model, prompts: Prompts, ids: torch.Tensor, mask: torch.Tensor,
+                      bf16: bool = False) -> torch.Tensor:
+    """Log-probs of one suffix per prompt (a label target), (B, L), 0 where mask is 0, from one forward over
+    prompt + suffix. Differentiable when grad is enabled.
+
+    With one suffix per prompt there is nothing to share, and one forward is cheaper than the prompt forward
+    plus a suffix forward on its cache (`shared_prefix_logprobs` with k = 1): that graph has two pieces, each
+    writing a full set of weight gradients that are then added. `benchmarks/guess_pass.py` times both."""
+    device = prompts.input_ids.device
+    attn = torch.cat([prompts.attention_mask, mask], dim=1)  # prompts left-padded, suffixes right-padded
+    pos = (attn.cumsum(dim=1) - 1).clamp(min=0)
+    with autocast(device, bf16), attention_backend(device):
+        logits = model(input_ids=torch.cat([prompts.input_ids, ids], dim=1), attention_mask=attn, position_ids=pos,
+                       logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # the last prompt token predicts suffix token 0
+        return token_logprobs(logits, ids) * mask
+
+
 def packed_suffix_logprobs(model, prompts: Prompts, suffixes: list[list[int]], bf16: bool = False) -> torch.Tensor:
     """Summed log-probs of K short token sequences after each of B prompts, (B, K), for scoring a label set.
 
