@@ -238,9 +238,10 @@ def sequence_logprobs(model, prompts: Prompts, ids: torch.Tensor, mask: torch.Te
     """Log-probs of one suffix per prompt (a label target), (B, L), 0 where mask is 0, from one forward over
     prompt + suffix. Differentiable when grad is enabled.
 
-    With one suffix per prompt there is nothing to share, and one forward is cheaper than the prompt forward
-    plus a suffix forward on its cache (`shared_prefix_logprobs` with k = 1): that graph has two pieces, each
-    writing a full set of weight gradients that are then added. `benchmarks/guess_pass.py` times both."""
+    With one suffix per prompt there is nothing to share, and one forward is a little cheaper than the prompt
+    forward plus a suffix forward on its cache (`shared_prefix_logprobs` with k = 1), whose graph has two pieces,
+    each writing a full set of weight gradients that are then added: 0.83-0.92x the time for an SFT micro-batch
+    on the Zen 3 VM (`benchmarks/guess_pass.py`, docs/speed.md)."""
     device = prompts.input_ids.device
     attn = torch.cat([prompts.attention_mask, mask], dim=1)  # prompts left-padded, suffixes right-padded
     pos = (attn.cumsum(dim=1) - 1).clamp(min=0)
