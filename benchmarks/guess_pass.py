@@ -32,7 +32,7 @@ from gta import rollout
 from gta.data import label_set, load_splits
 from gta.losses import grpo_loss, group_advantages, sft_loss
 from gta.models import load_tokenizer, resolve
-from gta.prompts import build_prompt
+from gta.prompts import build_prompt, target_ids
 from paper import machine  # benchmarks/paper.py, beside this script
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -62,8 +62,7 @@ def main() -> None:
     batch = rollout.encode_prompts(tok, [build_prompt(tok, e.text, labels, "gta") for e in examples], "cpu")
 
     def targets(closing: str) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [tok(e.label + closing, add_special_tokens=False)["input_ids"] for e in examples]
-        return rollout.pad_right(rows, tok.pad_token_id, "cpu")
+        return rollout.pad_right([target_ids(tok, e.label, closing) for e in examples], tok.pad_token_id, "cpu")
 
     label, guess = targets("</answer>"), targets("</guess>")
     model.eval()
@@ -124,7 +123,7 @@ def main() -> None:
     if args.json:
         out = {"machine": cpu, "precision": "bf16" if bf16 else "fp32",
                "shape": {"prompts": B, "prompt_tokens": int(batch.input_ids.shape[1]), "G": G,
-                         "completion_lengths": cmask.sum(dim=1).tolist(), "label_tokens": label[1].sum(1).tolist(),
+                         "completion_lengths": lengths.int().tolist(), "label_tokens": label[1].sum(1).tolist(),
                          "guess_tokens": guess[1].sum(1).tolist()},
                "repeats": args.repeats, "seconds": times, "median_s": med, **ratios}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,12 @@ step time over steps 2..N (step 1 pays one-time warm-up), the variants run one a
 GTA vs GRPO is measured three ways. `gta_vs_grpo_step`: completions of exactly 48 tokens (no stop token;
 `_fixed` variants) and GRPO given GTA's prompts, so both sample, score and train on the same tokens and the
 ratio is the cost of what GTA adds to a step: the guess loss (a forward and backward of each prompt
-followed by its gold guess) and the conflict check. `gta_vs_grpo_step_own_prompts`: the same, but each method with its own prompt template (GTA's
-asks for the guess too, so its prompts are longer). `gta_vs_grpo_step_stop_token`: as training runs, each
-sampling its own lengths (GTA's completions carry the guess span, so they run longer). `gta_guess_share`: the
-seconds of each fixed-length GTA step spent on the guess loss (its gradient buffer, forward and backward) and the
-conflict check, measured inside the step by the trainer (`guess_s`), as a share of that step (median over steps 2..N).
+followed by its gold guess) and the conflict check. `gta_vs_grpo_step_own_prompts`: the same, but each method
+with its own prompt template (GTA's asks for the guess too, so its prompts are longer).
+`gta_vs_grpo_step_stop_token`: as training runs, each sampling its own lengths (GTA's completions carry the
+guess span, so they run longer). `gta_guess_share`: the seconds of each fixed-length GTA step spent on the guess
+loss (its gradient buffer, forward and backward) and the conflict check, measured inside the step by the trainer
+(`guess_s`), as a share of that step (median over steps 2..N).
 """
 from __future__ import annotations
 

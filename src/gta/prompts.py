@@ -57,6 +57,13 @@ def prime(template: str) -> str:
     return TEMPLATES[template][2]
 
 
+def target_ids(tokenizer, label: str, closing: str) -> list[int]:
+    """The token ids of a supervised target: `label</guess>` (gta's guess), or `label</answer>` and the end
+    of the turn (sft's answer)."""
+    ids = tokenizer(label + closing, add_special_tokens=False)["input_ids"]
+    return ids + ([tokenizer.eos_token_id] if closing == "</answer>" else [])
+
+
 @dataclass
 class Parsed:
     guess: str | None

@@ -251,8 +251,7 @@ class Trainer:
         return rollout.encode_prompts(self.tokenizer, [self.prompts[i] for i in ids], self.device)
 
     def target_ids(self, label: str, closing: str) -> list[int]:
-        ids = self.tokenizer(label + closing, add_special_tokens=False)["input_ids"]
-        return ids + ([self.tokenizer.eos_token_id] if closing == "</answer>" else [])
+        return prompts.target_ids(self.tokenizer, label, closing)
 
     # Gradients of a step: whole on every process, or (ZeRO stage 2) only the owned ones, None elsewhere.
     def new_grads(self) -> list[torch.Tensor | None]:
