@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +58,40 @@ second gradient buffer (g_SFT beside g_RL): about 72 GB per process before activ
 fits smaller GPUs.)"""
 
 
+def verdict_note(results: dict) -> str:
+    note = ("Each verdict is decided by the numbers beside it, from one run per method (seed 0). An accuracy "
+            "difference is given in points with the half-width of its 95% interval from the size of the test subset "
+            "alone (unpaired, normal approximation), marked \"within test noise\" where the interval includes 0; "
+            "the guess -> answer counts come with an exact two-sided sign test. Neither covers run-to-run spread")
+    moves = [(abs(b["eval"]["accuracy"] - a["eval"]["accuracy"]), ds, n)
+             for ds, rep in replicated(results) for n, b in rep["runs"].items()
+             if (a := results[ds]["runs"].get(n)) is not None]
+    if not moves:
+        return note + ", which no replication has measured yet."
+    move, ds, n = max(moves)
+    return note + f": in the replications above, a rerun moved {ds} {n}'s accuracy by {100 * move:.2f} points."
+
+
 def pct(x):
     return "—" if x is None else f"{100 * x:.2f}"
+
+
+def acc_diff(a: dict, b: dict) -> str:
+    """Accuracy of eval `a` minus eval `b`, in points, with the half-width of its 95% interval from the test
+    sample alone: two binomial proportions, normal approximation. Unpaired (the per-example outcomes are not in
+    the results files), so wider than a paired test on the same examples; blind to run-to-run spread, which
+    the replications show can be far larger."""
+    pa, pb = a["accuracy"], b["accuracy"]
+    half = 1.96 * math.sqrt(pa * (1 - pa) / a["n"] + pb * (1 - pb) / b["n"])
+    return f"{100 * (pa - pb):+.2f} ± {100 * half:.2f}" + (" (within test noise)" if abs(pa - pb) <= half else "")
+
+
+def sign_test(k: int, m: int) -> float:
+    """Exact two-sided sign test (McNemar's exact test): the probability, if k and m were draws of one fair
+    coin over k + m tosses, of a split at least as uneven as k : m."""
+    n = k + m
+    tail = sum(math.comb(n, i) for i in range(min(k, m) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def acc_f1(res, name):
@@ -149,8 +182,10 @@ def main() -> None:
         if None not in (ga, sa, ra):
             beats = (ga > sa and ga > ra, gf > sf and gf > rf)
             verdict = "held" if all(beats) else ("not held" if not any(beats) else "mixed")
+            ev = {n: res["runs"][n]["eval"] for n in ("gta", "sft", "grpo")}
             verdicts.append(f"- GTA beats SFT and GRPO on {ds}: **{verdict}** (acc GTA {pct(ga)}, SFT {pct(sa)}, "
-                            f"GRPO {pct(ra)}; F1 GTA {pct(gf)}, SFT {pct(sf)}, GRPO {pct(rf)})")
+                            f"GRPO {pct(ra)}; F1 GTA {pct(gf)}, SFT {pct(sf)}, GRPO {pct(rf)}; acc GTA - SFT "
+                            f"{acc_diff(ev['gta'], ev['sft'])}, GTA - GRPO {acc_diff(ev['gta'], ev['grpo'])})")
     out.append("")
     if "sst5" in results and "gta-rl" in results["sst5"]["runs"]:
         res = results["sst5"]
@@ -162,7 +197,8 @@ def main() -> None:
                        " / ".join(f"{PAPER_TABLE3[n][i]:.2f}" for n in ("grpo", "gta-rl", "gta")) + " |")
         (ga, _), (la, _) = acc_f1(res, "gta"), acc_f1(res, "gta-rl")
         verdicts.append(f"- The supervised guess matters (GTA > GTA(RL) on SST-5): **{'held' if ga > la else 'not held'}** "
-                        f"(acc {pct(ga)} vs {pct(la)})")
+                        f"(acc {pct(ga)} vs {pct(la)}; GTA - GTA(RL) "
+                        f"{acc_diff(res['runs']['gta']['eval'], res['runs']['gta-rl']['eval'])})")
         out.append("")
     out += ["## Fig. 4 analogue: zero-shot direct vs think (accuracy %, invalid-format rate)", "",
             "| dataset | direct | think |", "|---|---|---|"]
@@ -173,7 +209,8 @@ def main() -> None:
                        f"{pct(t['eval']['accuracy'])} ({pct(t['eval']['invalid_format_rate'])} invalid) |")
             held = t["eval"]["accuracy"] > d["eval"]["accuracy"]
             verdicts.append(f"- Thinking helps zero-shot on {ds}: **{'held' if held else 'not held'}** "
-                            f"({pct(d['eval']['accuracy'])} -> {pct(t['eval']['accuracy'])})")
+                            f"({pct(d['eval']['accuracy'])} -> {pct(t['eval']['accuracy'])}; think - direct "
+                            f"{acc_diff(t['eval'], d['eval'])})")
     out.append("")
     out += answers_table(results)
     figs = plot(results)
@@ -198,13 +235,14 @@ def main() -> None:
             counts, examples = tr["counts"], tr["examples"]
             out.append(f"- {ds}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             verdicts.append(f"- The answer corrects wrong guesses on {ds}: **{'held' if counts['wrong->right'] > counts['right->wrong'] else 'not held'}** "
-                            f"(wrong->right {counts['wrong->right']}, right->wrong {counts['right->wrong']})")
+                            f"(wrong->right {counts['wrong->right']}, right->wrong {counts['right->wrong']}; "
+                            f"sign test p = {sign_test(counts['wrong->right'], counts['right->wrong']):.2g})")
             if not examples:
                 out.append("  - no wrong guess was corrected by the answer, so there is no example to show")
             for e in examples:
                 out.append(f"  - gold `{e['gold']}`, guess `{e['guess']}` -> answer `{e['answer']}`; think: "
                            f"\"{(e['think'] or '')[:300]}\"")
-    out += ["", "## Verdicts", ""] + (verdicts or ["No results yet."]) + [""]
+    out += ["", "## Verdicts", "", verdict_note(results), ""] + (verdicts or ["No results yet."]) + [""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(out))
     print(f"wrote {DOC}")
@@ -249,15 +287,18 @@ def minutes(run: dict) -> float:
     return (run.get("train_wall_s", 0.0) + run["eval_wall_s"]) / 60
 
 
+def replicated(results: dict) -> list[tuple[str, dict]]:
+    """(dataset, rerun results) for each replication of a dataset that has reported results."""
+    files = sorted((RESULTS / REPLICATION).glob("*.json")) if (RESULTS / REPLICATION).is_dir() else []
+    reps = [(f.stem, json.loads(f.read_text())) for f in files]
+    return [(ds, rep) for ds, rep in reps if ds in results and rep.get("runs")]
+
+
 def replications(results: dict) -> list[str]:
     """Each rerun of a dataset's protocol beside its reported runs: how far the figures and wall times move."""
-    files = sorted((RESULTS / REPLICATION).glob("*.json")) if (RESULTS / REPLICATION).is_dir() else []
     out = []
-    for f in files:
-        ds, rep = f.stem, json.loads(f.read_text())
-        orig = results.get(ds)
-        if orig is None or not rep.get("runs"):
-            continue
+    for ds, rep in replicated(results):
+        orig = results[ds]
         if not out:
             out = ["## Replications: the same protocol run again", "",
                    "Same seed, subsets and configs as above, on another machine or code version. Float rounding "

@@ -34,6 +34,7 @@ from gta.losses import grpo_loss
 from gta.models import load_tokenizer, resolve
 
 from gta.trainer import bf16_supported
+from paper import machine  # benchmarks/paper.py, beside this script
 from speed import DATA, make_prompts, matmul_ceiling, timed
 
 MATMUL = ("aten::mm", "aten::addmm", "aten::bmm")
@@ -97,7 +98,7 @@ def main() -> None:
     for _ in range(args.repeats):
         times["rollout"].append(timed(roll)[0])
         times["update"].append(timed(update)[0])
-    res = {"shape": {"B": B, "G": G, "prompt_tokens": batch.input_ids.shape[1], "new_tokens": L},
+    res = {"machine": machine(), "shape": {"B": B, "G": G, "prompt_tokens": batch.input_ids.shape[1], "new_tokens": L},
            "threads": torch.get_num_threads(), "precision": prec, **ceilings(args.repeats, bf16),
            "median_s": {k: statistics.median(v) for k, v in times.items()},
            "rollout": breakdown(roll, args.top), "update": breakdown(update, args.top)}

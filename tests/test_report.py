@@ -51,7 +51,8 @@ def test_report_of_all_four_datasets_has_every_section(report, tmp_path, monkeyp
     doc = (tmp_path / "docs" / "results.md").read_text()
     assert "Not run yet" not in doc and "incomplete" not in doc
     assert "## Table 3 analogue (SST-5)" in doc
-    assert "GTA > GTA(RL) on SST-5): **held** (acc 1.30 vs 0.00)" in doc
+    assert "GTA > GTA(RL) on SST-5): **held** (acc 1.30 vs 0.00; GTA - GTA(RL) +1.30 ± 0.70)" in doc
+    assert "Neither covers run-to-run spread, which no replication has measured yet." in doc
     for ds in report.DATASETS:
         assert f"- GTA beats SFT and GRPO on {ds}: **not held**" in doc
         assert f"- The answer corrects wrong guesses on {ds}" in doc
@@ -98,3 +99,16 @@ def test_replication_table_sets_a_rerun_beside_the_reported_runs(report, tmp_pat
     (tmp_path / "replication" / "emotion.json").write_text(json.dumps(rerun))
     assert report.replications({"emotion": emotion})[-2].endswith("| within 150 min: no |")
     assert report.replications({}) == []  # a rerun of a dataset with no reported runs is not shown
+    # the verdicts' note gives the largest move of an accuracy between a reported run and its rerun
+    assert report.verdict_note({"emotion": emotion}).endswith(
+        f"a rerun moved emotion sft's accuracy by {100 * (0.589 - 0.5):.2f} points.")
+
+
+def test_accuracy_difference_interval_and_sign_test(report):
+    """Hand-computed: 1.96 * sqrt(.5 * .5 / 1000 + .4 * .6 / 1000) = 4.338 points; the sign test of 0 : 5 is
+    2 / 32, of 1 : 4 is 2 * 6 / 32, of 3 : 3 is 1 (capped)."""
+    assert report.acc_diff({"accuracy": 0.5, "n": 1000}, {"accuracy": 0.4, "n": 1000}) == "+10.00 ± 4.34"
+    assert report.acc_diff({"accuracy": 0.40, "n": 100}, {"accuracy": 0.45, "n": 100}) == \
+        "-5.00 ± 13.68 (within test noise)"
+    assert report.sign_test(0, 5) == 2 / 32 and report.sign_test(4, 1) == 12 / 32
+    assert report.sign_test(3, 3) == 1.0 and report.sign_test(0, 0) == 1.0

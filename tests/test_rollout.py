@@ -185,3 +185,17 @@ def test_shared_prefix_gradients_are_bitwise_repeatable(tiny_path, tokenizer):
     first = grads()
     for _ in range(10):
         assert all(torch.equal(a, b) for a, b in zip(first, grads()))
+
+
+def test_cache_paths_use_the_installed_transformers_names(tiny_path, tokenizer):
+    """Rollout, update pass and label scoring pass the KV cache under the name this transformers release
+    expects, so no deprecation warning (which would turn into an error when the old name is removed)."""
+    import warnings
+
+    model, prompts = _setup(tiny_path, tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        ids, mask = rollout.generate(model, prompts, 2, 4, [-1], tokenizer.pad_token_id, temperature=0.0)
+        rollout.shared_prefix_logprobs(model, prompts, [(ids, mask, 2)], bf16=False)
+        rollout.packed_suffix_logprobs(model, prompts, [[5, 6], [7]])

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 import torch
 from transformers import Cache, DynamicCache
 from transformers.cache_utils import DynamicLayer
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+# The KV cache's name in a model's forward and output: recent transformers 5.x releases (5.24 among them) renamed
+# it from `past_key_values` to `cache` (the old name warns there and goes in 5.40); 5.0 knows only the old one.
+CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 @dataclass
@@ -70,8 +75,8 @@ def prompt_forward(model, prompts: Prompts):
     last prompt position, (B, V), which predict the first completion token."""
     pos = (prompts.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     out = model(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask, position_ids=pos,
-                past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
-    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+                use_cache=True, logits_to_keep=1, **{CACHE: DynamicCache()})
+    kv = [(layer.keys, layer.values) for layer in getattr(out, CACHE).layers]
     return kv, out.logits[:, -1]
 
 
@@ -176,7 +181,7 @@ def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, sto
                     layer.batch_select_indices(keep)
                 rows, nxt, mask, pos, done = rows[keep], nxt[keep], mask[keep], pos[keep], done[keep]
             out = model(input_ids=nxt[:, None], attention_mask=mask[:, :P + t + 1], position_ids=pos[:, None],
-                        past_key_values=cache, use_cache=True)
+                        use_cache=True, **{CACHE: cache})
             logits = out.logits[:, -1]
             pos = pos + 1
 
@@ -222,7 +227,7 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
                     cache = DynamicCache(ddp_cache_data=[(key.index_select(0, p_idx), value.index_select(0, p_idx))
                                                         for key, value in kv])
                     rest = model(input_ids=c_ids[:, :-1], attention_mask=attn, position_ids=pos,
-                                 past_key_values=cache, use_cache=True).logits  # tokens 0..w-2 predict 1..w-1
+                                 use_cache=True, **{CACHE: cache}).logits  # tokens 0..w-2 predict 1..w-1
                     logits = torch.cat([logits, rest], dim=1)  # (n, w, V)
                 logp = token_logprobs(logits, c_ids) * c_mask
                 pieces.append(torch.nn.functional.pad(logp, (0, L - width)))
@@ -272,8 +277,8 @@ def packed_suffix_logprobs(model, prompts: Prompts, suffixes: list[list[int]], b
             mask = torch.cat([prompts.attention_mask.bool()[:, None, None, :].expand(B, 1, T, -1),
                               causal.expand(B, 1, T, T)], dim=-1)  # (B, 1, T, P + T), True = attend
             out = model(input_ids=flat.expand(B, T), attention_mask=mask,
-                        position_ids=prompts.lengths[:, None] + offset, past_key_values=DynamicCache(ddp_cache_data=kv),
-                        use_cache=True).logits  # token j predicts token j + 1 of its suffix
+                        position_ids=prompts.lengths[:, None] + offset, use_cache=True,
+                        **{CACHE: DynamicCache(ddp_cache_data=kv)}).logits  # token j predicts token j + 1 of its suffix
             later = torch.nonzero(offset > 0).squeeze(1)
             logp[:, later] = token_logprobs(out[:, later - 1], flat[later].expand(B, -1))
     return torch.zeros(B, len(suffixes), device=device).index_add_(1, owner, logp)
