@@ -233,7 +233,10 @@ def answer_summary(pred_file: Path, labels: list[str]) -> dict:
             "not_a_label": sum(others.values()), "top_not_a_label": others.most_common(3),
             "think_n": len(thinks),
             "think_words_median": statistics.median(len(t.split()) for t in thinks) if thinks else None,
-            "think_placeholder": sum(t == placeholder for t in thinks)}
+            "think_placeholder": sum(t == placeholder for t in thinks),
+            # per test example, in the test subset's order (the same for every run of a dataset): 1 if the answer
+            # is right, so report.py can compare two runs on the same examples (a paired interval)
+            "correct": "".join("1" if r["correct"] else "0" for r in records)}
 
 
 def code_version() -> str | None:

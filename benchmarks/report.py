@@ -60,9 +60,10 @@ fits smaller GPUs.)"""
 
 def verdict_note(results: dict) -> str:
     note = ("Each verdict is decided by the numbers beside it, from one run per method (seed 0). An accuracy "
-            "difference is given in points with the half-width of its 95% interval from the size of the test subset "
-            "alone (unpaired, normal approximation), marked \"within test noise\" where the interval includes 0; "
-            "the guess -> answer counts come with an exact two-sided sign test. Neither covers run-to-run spread")
+            "difference is given in points with the half-width of its 95% interval from the test subset alone "
+            "(normal approximation; \"paired\" where both runs recorded their per-example outcomes, else "
+            "unpaired), marked \"within test noise\" where the interval includes 0; the guess -> answer counts "
+            "come with an exact two-sided sign test. Neither covers run-to-run spread")
     moves = [(abs(b["eval"]["accuracy"] - a["eval"]["accuracy"]), ds, n)
              for ds, rep in replicated(results) for n, b in rep["runs"].items()
              if (a := results[ds]["runs"].get(n)) is not None]
@@ -77,13 +78,21 @@ def pct(x):
 
 
 def acc_diff(a: dict, b: dict) -> str:
-    """Accuracy of eval `a` minus eval `b`, in points, with the half-width of its 95% interval from the test
-    sample alone: two binomial proportions, normal approximation. Unpaired (the per-example outcomes are not in
-    the results files), so wider than a paired test on the same examples; blind to run-to-run spread, which
-    the replications show can be far larger."""
-    pa, pb = a["accuracy"], b["accuracy"]
-    half = 1.96 * math.sqrt(pa * (1 - pa) / a["n"] + pb * (1 - pb) / b["n"])
-    return f"{100 * (pa - pb):+.2f} ± {100 * half:.2f}" + (" (within test noise)" if abs(pa - pb) <= half else "")
+    """Accuracy of run `a` minus run `b`, in points, with the half-width of its 95% interval from the test
+    sample alone (normal approximation). Paired when both runs recorded their per-example outcomes (the same
+    test examples in the same order): from the examples where exactly one of them is right. Otherwise unpaired,
+    two independent binomial proportions, which is wider. Blind to run-to-run spread either way."""
+    pa, pb = a["eval"]["accuracy"], b["eval"]["accuracy"]
+    ca, cb = a.get("answers", {}).get("correct"), b.get("answers", {}).get("correct")
+    if ca and cb and len(ca) == len(cb):
+        n = len(ca)
+        only_a, only_b = sum(x > y for x, y in zip(ca, cb)), sum(x < y for x, y in zip(ca, cb))
+        diff, paired = (only_a - only_b) / n, " paired"
+        half = 1.96 * math.sqrt(max(0.0, (only_a + only_b) / n - diff ** 2) / n)
+    else:
+        diff, paired = pa - pb, ""
+        half = 1.96 * math.sqrt(pa * (1 - pa) / a["eval"]["n"] + pb * (1 - pb) / b["eval"]["n"])
+    return f"{100 * diff:+.2f} ± {100 * half:.2f}{paired}" + (" (within test noise)" if abs(diff) <= half else "")
 
 
 def sign_test(k: int, m: int) -> float:
@@ -182,7 +191,7 @@ def main() -> None:
         if None not in (ga, sa, ra):
             beats = (ga > sa and ga > ra, gf > sf and gf > rf)
             verdict = "held" if all(beats) else ("not held" if not any(beats) else "mixed")
-            ev = {n: res["runs"][n]["eval"] for n in ("gta", "sft", "grpo")}
+            ev = {n: res["runs"][n] for n in ("gta", "sft", "grpo")}
             verdicts.append(f"- GTA beats SFT and GRPO on {ds}: **{verdict}** (acc GTA {pct(ga)}, SFT {pct(sa)}, "
                             f"GRPO {pct(ra)}; F1 GTA {pct(gf)}, SFT {pct(sf)}, GRPO {pct(rf)}; acc GTA - SFT "
                             f"{acc_diff(ev['gta'], ev['sft'])}, GTA - GRPO {acc_diff(ev['gta'], ev['grpo'])})")
@@ -198,7 +207,7 @@ def main() -> None:
         (ga, _), (la, _) = acc_f1(res, "gta"), acc_f1(res, "gta-rl")
         verdicts.append(f"- The supervised guess matters (GTA > GTA(RL) on SST-5): **{'held' if ga > la else 'not held'}** "
                         f"(acc {pct(ga)} vs {pct(la)}; GTA - GTA(RL) "
-                        f"{acc_diff(res['runs']['gta']['eval'], res['runs']['gta-rl']['eval'])})")
+                        f"{acc_diff(res['runs']['gta'], res['runs']['gta-rl'])})")
         out.append("")
     out += ["## Fig. 4 analogue: zero-shot direct vs think (accuracy %, invalid-format rate)", "",
             "| dataset | direct | think |", "|---|---|---|"]
@@ -210,7 +219,7 @@ def main() -> None:
             held = t["eval"]["accuracy"] > d["eval"]["accuracy"]
             verdicts.append(f"- Thinking helps zero-shot on {ds}: **{'held' if held else 'not held'}** "
                             f"({pct(d['eval']['accuracy'])} -> {pct(t['eval']['accuracy'])}; think - direct "
-                            f"{acc_diff(t['eval'], d['eval'])})")
+                            f"{acc_diff(t, d)})")
     out.append("")
     out += answers_table(results)
     figs = plot(results)

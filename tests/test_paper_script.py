@@ -62,15 +62,17 @@ def test_code_version_names_the_commit_and_local_changes(paper, tmp_path, monkey
 
 
 def test_answer_summary_counts_formatted_answers_that_are_not_labels(paper, tmp_path):
-    rows = [{"answer": "label", "exact_format": True}, {"answer": "Joy ", "exact_format": True},
+    rows = [{"answer": "label", "exact_format": True}, {"answer": "Joy ", "exact_format": True, "correct": True},
             {"answer": "label", "exact_format": True}, {"answer": "joy", "exact_format": False},
             {"answer": "feeling", "exact_format": True}]
+    rows = [{"correct": False, **r} for r in rows]
     pred = tmp_path / "predictions.jsonl"
     pred.write_text("\n".join(json.dumps(r) for r in rows))
     summary = paper.answer_summary(pred, ["joy", "sadness"])
     assert summary == {"n": 5, "invalid_format": 1, "not_a_label": 3,
                        "top_not_a_label": [("label", 2), ("feeling", 1)],
-                       "think_n": 0, "think_words_median": None, "think_placeholder": 0}
+                       "think_n": 0, "think_words_median": None, "think_placeholder": 0,
+                       "correct": "01000"}  # per example, in order: for paired comparisons of two runs
 
 
 def test_answer_summary_measures_the_think_spans_of_formatted_outputs(paper, tmp_path):
@@ -78,6 +80,7 @@ def test_answer_summary_measures_the_think_spans_of_formatted_outputs(paper, tmp
             {"answer": "joy", "think": "the text is upbeat", "exact_format": True},
             {"answer": "joy", "think": "happy words", "exact_format": True},
             {"answer": "joy", "think": "not counted: the output is not in the format", "exact_format": False}]
+    rows = [{"correct": False, **r} for r in rows]
     pred = tmp_path / "predictions.jsonl"
     pred.write_text("\n".join(json.dumps(r) for r in rows))
     summary = paper.answer_summary(pred, ["joy"])
@@ -87,7 +90,7 @@ def test_answer_summary_measures_the_think_spans_of_formatted_outputs(paper, tmp
 def test_finished_runs_get_their_answer_summary_backfilled(paper, tmp_path):
     pred = tmp_path / "gta" / "eval" / "predictions.jsonl"
     pred.parent.mkdir(parents=True)
-    pred.write_text(json.dumps({"answer": "label", "exact_format": True}))
+    pred.write_text(json.dumps({"answer": "label", "exact_format": True, "correct": False}))
     results = {"runs": {"gta": {"eval": {"confusion_matrix": {"labels": ["joy", "sadness", "invalid"]}}},
                         "sft": {"eval": {}}}}  # sft: no predictions file, left alone
     assert paper.backfill_answers(results, tmp_path)

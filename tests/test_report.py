@@ -104,11 +104,20 @@ def test_replication_table_sets_a_rerun_beside_the_reported_runs(report, tmp_pat
         f"a rerun moved emotion sft's accuracy by {100 * (0.589 - 0.5):.2f} points.")
 
 
+def _ev(acc, n, correct=None):
+    return {"eval": {"accuracy": acc, "n": n}, **({"answers": {"correct": correct}} if correct else {})}
+
+
 def test_accuracy_difference_interval_and_sign_test(report):
-    """Hand-computed: 1.96 * sqrt(.5 * .5 / 1000 + .4 * .6 / 1000) = 4.338 points; the sign test of 0 : 5 is
-    2 / 32, of 1 : 4 is 2 * 6 / 32, of 3 : 3 is 1 (capped)."""
-    assert report.acc_diff({"accuracy": 0.5, "n": 1000}, {"accuracy": 0.4, "n": 1000}) == "+10.00 ± 4.34"
-    assert report.acc_diff({"accuracy": 0.40, "n": 100}, {"accuracy": 0.45, "n": 100}) == \
-        "-5.00 ± 13.68 (within test noise)"
+    """Hand-computed. Unpaired: 1.96 * sqrt(.5 * .5 / 1000 + .4 * .6 / 1000) = 4.338 points. Paired, 10 examples,
+    right only in a: 2, only in b: 1: d = 0.1, 1.96 * sqrt((3 / 10 - 0.01) / 10) = 33.38 points. The sign test of
+    0 : 5 is 2 / 32, of 1 : 4 is 2 * 6 / 32, of 3 : 3 is 1 (capped)."""
+    assert report.acc_diff(_ev(0.5, 1000), _ev(0.4, 1000)) == "+10.00 ± 4.34"
+    assert report.acc_diff(_ev(0.40, 100), _ev(0.45, 100)) == "-5.00 ± 13.68 (within test noise)"
+    a, b = _ev(0.5, 10, "1111100000"), _ev(0.4, 10, "1110000001")
+    assert report.acc_diff(a, b) == "+10.00 ± 33.38 paired (within test noise)"
+    assert report.acc_diff(a, _ev(0.4, 1000)) == report.acc_diff(_ev(0.5, 10), _ev(0.4, 1000))  # one unrecorded
+    same = "1" * 60 + "0" * 40  # two runs right on the same examples: no difference, no noise
+    assert report.acc_diff(_ev(0.6, 100, same), _ev(0.6, 100, same)) == "+0.00 ± 0.00 paired (within test noise)"
     assert report.sign_test(0, 5) == 2 / 32 and report.sign_test(4, 1) == 12 / 32
     assert report.sign_test(3, 3) == 1.0 and report.sign_test(0, 0) == 1.0
