@@ -16,7 +16,8 @@ def test_train_eval_predict(tmp_path, tiny_path, data_dir, capsys):
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 8 and {"accuracy", "f1_weighted", "guess_accuracy", "invalid_format_rate",
                                   "per_class", "confusion_matrix", "fast", "constrained"} <= set(metrics)
-    assert "constrained answer" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "constrained answer" in out and "(full output: guess, think, answer)" in out
     preds = [json.loads(x) for x in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 8 and {"text", "gold", "guess", "think", "answer", "correct"} <= set(preds[0])
     capsys.readouterr()
@@ -36,6 +37,7 @@ def test_zero_shot_eval_of_a_base_model(tmp_path, tiny_path, data_dir, capsys):
     assert main(["eval", "--model", tiny_path, "--prompt", "think", "--dataset", "emotion", "--data-dir",
                  str(data_dir), "--test-limit", "6", "--max-new-tokens", "8", "--output", str(out)]) == 0
     assert json.loads((out / "eval" / "metrics.json").read_text())["template"] == "think"
+    assert "examples/s (full output: think, answer)" in capsys.readouterr().out  # the spans this prompt asks for
     # the direct prompt has no reasoning to constrain an answer after: a user error, before any generation
     assert main(["eval", "--model", tiny_path, "--prompt", "direct", "--constrain-answer", "--dataset", "emotion",
                  "--data-dir", str(data_dir), "--test-limit", "6", "--output", str(tmp_path / "direct")]) == 2

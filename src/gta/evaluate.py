@@ -3,6 +3,7 @@ invalid-format rate, per-class table and confusion matrix."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -154,9 +155,11 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
 
 
 def format_report(metrics: dict) -> str:
+    template = prompts.TEMPLATES.get(metrics.get("template"))  # the spans of the full output, e.g. think, answer
+    spans = ", ".join(re.findall(r"<(\w+)>", template[1])) if template else "as generated"
     lines = [f"accuracy {metrics['accuracy']:.4f}   weighted F1 {metrics['f1_weighted']:.4f}   "
              f"invalid format {metrics['invalid_format_rate']:.1%}   n={metrics['n']}   "
-             f"{metrics['examples_per_s']:.2f} examples/s (full: guess, think, answer)"]
+             f"{metrics['examples_per_s']:.2f} examples/s (full output: {spans})"]
     if "fast" in metrics:
         f = metrics["fast"]
         lines.append(f"fast     {f['accuracy']:.4f}   weighted F1 {f['f1_weighted']:.4f}   "
