@@ -1,9 +1,9 @@
 """What a step's supervised targets and its optimizer step cost, the way gta computes them and the previous way.
 
-    python benchmarks/guess_pass.py [--repeats 5] [--json PATH]
+    python benchmarks/guess_pass.py [--repeats 5] [--dataset sst5] [--json PATH]
 
-On the real SmolLM2-135M-Instruct, with the paper protocol's shapes (docs/results.md): micro-batches of 2 sst5
-training prompts in the GTA template, G=8 completions sampled from the model (stop at end of turn, at most 96
+On the real SmolLM2-135M-Instruct, with the paper protocol's shapes (docs/results.md): micro-batches of 2
+training prompts (the first of --dataset's train split, cut to --max-prompt-length) in the GTA template, G=8 completions sampled from the model (stop at end of turn, at most 96
 tokens), the gold labels as targets. The variants are interleaved; each figure is the median of --repeats.
 
 1. `sft`: one SFT micro-batch, forward+backward of the label tokens' NLL. Ours: one forward over prompt + label
@@ -32,7 +32,7 @@ from gta import rollout
 from gta.data import label_set, load_splits
 from gta.losses import grpo_loss, group_advantages, sft_loss
 from gta.models import load_tokenizer, resolve
-from gta.prompts import build_prompt, target_ids
+from gta.prompts import make_prompts, target_ids
 from paper import machine  # benchmarks/paper.py, beside this script
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=2, help="prompts per micro-batch (the protocol's 2)")
     ap.add_argument("--generations", type=int, default=8, help="G")
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--dataset", default="sst5", help="bbc_news for long prompts")
+    ap.add_argument("--max-prompt-length", type=int, default=256, help="the protocol's 256")
     ap.add_argument("--data-dir", default=str(DATA))
     ap.add_argument("--json", default=None, help="also write every figure here")
     args = ap.parse_args()
@@ -56,10 +58,11 @@ def main() -> None:
     params = list(model.parameters())
     B, G = args.prompts, args.generations
 
-    train = load_splits("sst5", args.data_dir)["train"]
+    train = load_splits(args.dataset, args.data_dir)["train"]
     labels = label_set(train)
     examples = train[:B]
-    batch = rollout.encode_prompts(tok, [build_prompt(tok, e.text, labels, "gta") for e in examples], "cpu")
+    texts, _ = make_prompts(tok, [e.text for e in examples], labels, "gta", args.max_prompt_length)
+    batch = rollout.encode_prompts(tok, texts, "cpu")
 
     def targets(closing: str) -> tuple[torch.Tensor, torch.Tensor]:
         return rollout.pad_right([target_ids(tok, e.label, closing) for e in examples], tok.pad_token_id, "cpu")
@@ -73,7 +76,7 @@ def main() -> None:
     adv = group_advantages(torch.randn(B, G)).view(-1)
     rl_mask = cmask.float()
     print(f"model SmolLM2-135M, {torch.get_num_threads()} threads, {'bf16 autocast' if bf16 else 'float32'}, "
-          f"{B} sst5 prompts of {batch.input_ids.shape[1]} tokens, G={G} completions of "
+          f"{B} {args.dataset} prompts of {batch.input_ids.shape[1]} tokens, G={G} completions of "
           f"{int(lengths.min())}-{int(lengths.max())} tokens (mean {lengths.mean():.1f}), {args.repeats} repeats")
 
     def rl_loss(logp):
@@ -122,7 +125,7 @@ def main() -> None:
         print(f"  {ours:12s} {med[ours]:7.3f}  vs {other:14s} {med[other]:7.3f}   {ratios[key]:.2f}x")
     if args.json:
         out = {"machine": cpu, "precision": "bf16" if bf16 else "fp32",
-               "shape": {"prompts": B, "prompt_tokens": int(batch.input_ids.shape[1]), "G": G,
+               "shape": {"dataset": args.dataset, "prompts": B, "prompt_tokens": int(batch.input_ids.shape[1]), "G": G,
                          "completion_lengths": lengths.int().tolist(), "label_tokens": label[1].sum(1).tolist(),
                          "guess_tokens": guess[1].sum(1).tolist()},
                "repeats": args.repeats, "seconds": times, "median_s": med, **ratios}
