@@ -35,3 +35,17 @@ def test_span_ignores_padding_after_valid_tokens(tokenizer):
     ids = tokenizer("tech oops", add_special_tokens=False)["input_ids"]
     pad = tokenizer("</guess>", add_special_tokens=False)["input_ids"]
     assert sum(guess_span_mask(tokenizer, ids + pad, len(ids))) == 0
+
+
+@pytest.mark.parametrize("label", ["very negative", "entertainment", "sport", "general_quirky", "sadness"])
+def test_guess_target_is_the_guess_span_of_a_formatted_output(tokenizer, label):
+    """The SFT target of gta's guess and the span the RL loss leaves out are the same tokens, as the model
+    produces them in the format: SmolLM2 merges `>` of `</guess>` with `<` of `<think>` into one token, which
+    the target must end with (tokenized alone, `label</guess>` ends in a lone `>` that the format never
+    continues from, and training on it taught the model to end its turn after the guess)."""
+    from gta.prompts import target_ids
+
+    ids = tokenizer(f"{label}</guess><think>why</think><answer>{label}</answer>", add_special_tokens=False)["input_ids"]
+    n = sum(guess_span_mask(tokenizer, ids, len(ids)))
+    assert target_ids(tokenizer, label, "</guess>") == ids[:n]
+    assert tokenizer.decode(ids[n - 1]) == "><"  # this tokenizer does merge the two tags

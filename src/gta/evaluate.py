@@ -51,7 +51,7 @@ def score_labels(model, tokenizer, prompt_texts: list[str], labels: list[str], c
     that prompt, packed into one row after it (rollout.packed_suffix_logprobs)."""
     device = next(model.parameters()).device
     model.eval()
-    label_ids = [tokenizer(label + closing, add_special_tokens=False)["input_ids"] for label in labels]
+    label_ids = [prompts.label_tokens(tokenizer, label, closing) for label in labels]
     out: list[str] = []
     for s in tqdm(range(0, len(prompt_texts), batch_size), desc="fast", disable=not progress, dynamic_ncols=True):
         chunk = prompt_texts[s:s + batch_size]

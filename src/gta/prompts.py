@@ -57,11 +57,35 @@ def prime(template: str) -> str:
     return TEMPLATES[template][2]
 
 
+def span_end_token(tokenizer, ids: list[int], marker: str) -> int | None:
+    """Number of leading tokens needed to cover the first `marker` in the decoded text, or None.
+
+    Token character offsets come from decoding growing prefixes (robust for byte-level BPE where a single
+    token may not decode to whole characters); decoding stops as soon as the marker is covered.
+    """
+    for n in range(1, len(ids) + 1):
+        if marker in tokenizer.decode(ids[:n], skip_special_tokens=False):
+            return n
+    return None
+
+
+def label_tokens(tokenizer, label: str, closing: str) -> list[int]:
+    """The tokens of `label` + `closing` as they stand in a whole output in the format. A tokenizer may merge a
+    tag's last character with the next tag's first (SmolLM2: `</guess><think>` is `</`, `guess`, `><`, `think`,
+    `>`), so the guess is tokenized with the `<think>` that follows it and cut at the token that completes
+    `</guess>`: the guess span the RL loss leaves out (`rollout.guess_span_mask`). Tokenized alone it would
+    end in a lone `>`, which the format never continues from: the SFT loss would teach the model to end its
+    turn after the guess. `</answer>` ends the output, so the answer is tokenized alone."""
+    if closing == "</guess>":
+        ids = tokenizer(label + closing + "<think>", add_special_tokens=False)["input_ids"]
+        return ids[:span_end_token(tokenizer, ids, label + closing)]
+    return tokenizer(label + closing, add_special_tokens=False)["input_ids"]
+
+
 def target_ids(tokenizer, label: str, closing: str) -> list[int]:
-    """The token ids of a supervised target: `label</guess>` (gta's guess), or `label</answer>` and the end
-    of the turn (sft's answer)."""
-    ids = tokenizer(label + closing, add_special_tokens=False)["input_ids"]
-    return ids + ([tokenizer.eos_token_id] if closing == "</answer>" else [])
+    """The token ids of a supervised target: gta's guess (`label_tokens` with `</guess>`), or sft's answer,
+    `label</answer>` and the end of the turn."""
+    return label_tokens(tokenizer, label, closing) + ([tokenizer.eos_token_id] if closing == "</answer>" else [])
 
 
 @dataclass

@@ -16,6 +16,8 @@ from transformers import Cache, DynamicCache
 from transformers.cache_utils import DynamicLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .prompts import span_end_token
+
 # The KV cache's name in a model's forward and output: recent transformers 5.x releases (5.24 among them) renamed
 # it from `past_key_values` to `cache` (the old name warns there and goes in 5.40); 5.0 knows only the old one.
 CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -288,18 +290,6 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[ids] in float32 without materialising the full log-softmax, (N, L)."""
     logits = logits.float()
     return logits.gather(-1, ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-
-
-def span_end_token(tokenizer, ids: list[int], marker: str) -> int | None:
-    """Number of leading tokens needed to cover the first `marker` in the decoded text, or None.
-
-    Token character offsets come from decoding growing prefixes (robust for byte-level BPE where a single
-    token may not decode to whole characters); decoding stops as soon as the marker is covered.
-    """
-    for n in range(1, len(ids) + 1):
-        if marker in tokenizer.decode(ids[:n], skip_special_tokens=False):
-            return n
-    return None
 
 
 def guess_span_mask(tokenizer, ids: list[int], n_valid: int) -> list[int]:
