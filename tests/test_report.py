@@ -121,3 +121,14 @@ def test_accuracy_difference_interval_and_sign_test(report):
     assert report.acc_diff(_ev(0.6, 100, same), _ev(0.6, 100, same)) == "+0.00 ± 0.00 paired (within test noise)"
     assert report.sign_test(0, 5) == 2 / 32 and report.sign_test(4, 1) == 12 / 32
     assert report.sign_test(3, 3) == 1.0 and report.sign_test(0, 0) == 1.0
+
+
+def test_runs_are_placed_before_or_after_the_guess_target_fix(report):
+    """By git: a commit before the fix, the fix itself, and a name git does not know."""
+    before = "e39a33c"  # the commit before GUESS_TARGET_FIX
+    assert report.predates_fix([before], ROOT / "nowhere.json") is True
+    assert report.predates_fix([report.GUESS_TARGET_FIX + "+changes"], ROOT / "nowhere.json") is False
+    assert report.predates_fix([before, report.GUESS_TARGET_FIX], ROOT / "nowhere.json") is False
+    assert report.predates_fix(["notacommit"], ROOT / "nowhere.json") is None
+    # no code version recorded: placed by the last commit of its results file, committed before the fix
+    assert report.predates_fix([], ROOT / "benchmarks" / "results" / "speed-xeon-300fe9b.json") is True
