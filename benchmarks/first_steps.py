@@ -1,0 +1,65 @@
+"""The first steps of one of the protocol's training runs (benchmarks/paper.py), beside the reported run's.
+
+    python benchmarks/first_steps.py --dataset massive_scenario --method gta [--steps 16] [--json PATH]
+
+A quick look at what a code change does to training without the whole run: the run's exact config (seed, data
+subset, learning-rate schedule of the whole pass), stopped after --steps steps. Prints, step by step, the
+format reward, accuracy reward and guess accuracy (gta, gta-rl) of this run and of the reported one in
+benchmarks/results/DATASET.json. The two differ by float rounding where the machines or code versions differ,
+which changes the sampled completions; the figures are measured, not compared for equality.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from paper import DATA, PROTOCOL, ROOT, code_version, machine  # benchmarks/paper.py, beside this script
+
+from gta.config import TrainConfig
+from gta.trainer import Trainer
+
+KEYS = ("reward/format", "reward/accuracy", "guess/accuracy", "completion_length")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", required=True, choices=["sst5", "emotion", "massive_scenario", "bbc_news"])
+    ap.add_argument("--method", default="gta", choices=["grpo", "gta", "gta-rl"])
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--data-dir", default=str(DATA))
+    ap.add_argument("--json", default=None, help="also write both runs' figures here")
+    args = ap.parse_args()
+    p = PROTOCOL
+    reported = json.loads((ROOT / "benchmarks" / "results" / f"{args.dataset}.json").read_text())["runs"].get(args.method)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(method=args.method, dataset=args.dataset, data_dir=args.data_dir, output=str(Path(tmp) / "run"),
+                          **{k: p[k] for k in ("model", "seed", "train_limit", "epochs", "batch_size", "micro_batch_size",
+                                               "learning_rate", "max_prompt_length", "num_generations", "num_iterations",
+                                               "beta", "epsilon", "ref_sync_steps", "max_completion_length", "bf16")},
+                          save_every=10 ** 9)
+        Trainer(cfg).train(until=args.steps)
+        ours = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+    theirs = reported["metrics"][: args.steps] if reported else []
+    keys = [k for k in KEYS if k in ours[0]]
+    print(f"\n{args.dataset} {args.method}, first {args.steps} steps of the protocol run; this run (code "
+          f"{code_version()}) / reported run (code {', '.join(reported.get('code') or ['not recorded']) if reported else '—'})")
+    print("step  " + "  ".join(f"{k:>22}" for k in keys))
+    for i, row in enumerate(ours):
+        cells = [f"{row[k]:10.3f} / " + (f"{theirs[i][k]:<9.3f}" if i < len(theirs) and k in theirs[i] else f"{'—':<9}")
+                 for k in keys]
+        print(f"{row['step']:4d}  " + "  ".join(f"{c:>22}" for c in cells))
+    means = {k: (statistics.mean(r[k] for r in ours), statistics.mean(r[k] for r in theirs) if theirs else None)
+             for k in keys}
+    print("mean  " + "  ".join(f"{f'{a:.3f} / ' + ('—' if b is None else f'{b:.3f}'):>22}" for a, b in means.values()))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"dataset": args.dataset, "method": args.method, "steps": args.steps,
+                                               "machine": machine(), "code": code_version(), "this_run": ours,
+                                               "reported_run": theirs, "reported_code": (reported or {}).get("code")},
+                                              indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
