@@ -340,6 +340,22 @@ def guess_target_caveat(results: dict) -> list[str]:
         out += ["Runs made before the fix: " + ", ".join(before) + ".", ""]
     if unknown:
         out += ["Runs whose code version git cannot place: " + ", ".join(unknown) + ".", ""]
+    for f in sorted(RESULTS.glob("first_steps-*.json")):
+        r = json.loads(f.read_text())
+        ours, theirs = r["this_run"], r["reported_run"]
+
+        def series(rows, key="reward/format"):
+            return " ".join(f"{row[key]:.2f}" for row in rows)
+
+        out += [f"The first {r['steps']} steps of {r['dataset']}'s {r['method']} run, rerun with the protocol's config by "
+                f"`python benchmarks/first_steps.py --dataset {r['dataset']} --method {r['method']} --steps {r['steps']}` "
+                f"(code `{r['code']}`, {cpu(r['machine'])}; `benchmarks/results/{f.name}`), beside the reported run "
+                f"(code {', '.join(f'`{c}`' for c in r['reported_code'] or []) or 'not recorded'}):", "",
+                f"- format reward per step, rerun: {series(ours)}", f"- format reward per step, reported: {series(theirs)}",
+                f"- mean format reward {sum(x['reward/format'] for x in ours) / len(ours):.3f} rerun, "
+                f"{sum(x['reward/format'] for x in theirs) / max(1, len(theirs)):.3f} reported; mean completion length "
+                f"{sum(x['completion_length'] for x in ours) / len(ours):.1f} rerun, "
+                f"{sum(x['completion_length'] for x in theirs) / max(1, len(theirs)):.1f} reported", ""]
     return out
 
 

@@ -132,3 +132,22 @@ def test_runs_are_placed_before_or_after_the_guess_target_fix(report):
     assert report.predates_fix(["notacommit"], ROOT / "nowhere.json") is None
     # no code version recorded: placed by the last commit of its results file, committed before the fix
     assert report.predates_fix([], ROOT / "benchmarks" / "results" / "speed-xeon-300fe9b.json") is True
+
+
+def test_guess_target_caveat_lists_runs_before_the_fix_and_first_step_reruns(report, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    after = {"gta": {"code": [report.GUESS_TARGET_FIX]}}
+    assert report.guess_target_caveat({"emotion": {"runs": after}}) == []  # nothing to say
+    results = {"emotion": {"runs": {"gta": {"code": ["e39a33c"]}}}, "sst5": {"runs": after}}
+    rows = [{"step": i + 1, "reward/format": f, "completion_length": 40.0} for i, f in enumerate([0.0, 0.5])]
+    (tmp_path / "first_steps-emotion-gta-x.json").write_text(json.dumps(
+        {"dataset": "emotion", "method": "gta", "steps": 2, "code": "abc1234",
+         "machine": {"cpu": "Some CPU", "threads": 2}, "this_run": rows,
+         "reported_run": [{**r, "reward/format": 0.0} for r in rows], "reported_code": None}))
+    text = "\n".join(report.guess_target_caveat(results))
+    assert "Runs made before the fix: emotion gta." in text and "sst5" not in text
+    assert "- format reward per step, rerun: 0.00 0.50" in text
+    assert "- format reward per step, reported: 0.00 0.00" in text
+    assert "mean format reward 0.250 rerun, 0.000 reported" in text
