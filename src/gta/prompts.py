@@ -78,7 +78,9 @@ def label_tokens(tokenizer, label: str, closing: str) -> list[int]:
     turn after the guess. `</answer>` ends the output, so the answer is tokenized alone."""
     if closing == "</guess>":
         ids = tokenizer(label + closing + "<think>", add_special_tokens=False)["input_ids"]
-        return ids[:span_end_token(tokenizer, ids, label + closing)]
+        end = span_end_token(tokenizer, ids, label + closing)
+        if end is not None:  # None only if decoding does not give the text back; then tokenize it alone
+            return ids[:end]
     return tokenizer(label + closing, add_special_tokens=False)["input_ids"]
 
 
