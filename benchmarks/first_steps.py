@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(DATA))
     ap.add_argument("--json", default=None, help="also write both runs' figures here")
     args = ap.parse_args()
-    p = PROTOCOL
+    p, code = PROTOCOL, code_version()  # before training: the source the run imports
     reported = json.loads((ROOT / "benchmarks" / "results" / f"{args.dataset}.json").read_text())["runs"].get(args.method)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(method=args.method, dataset=args.dataset, data_dir=args.data_dir, output=str(Path(tmp) / "run"),
@@ -45,7 +45,7 @@ def main() -> None:
     theirs = reported["metrics"][: args.steps] if reported else []
     keys = [k for k in KEYS if k in ours[0]]
     print(f"\n{args.dataset} {args.method}, first {args.steps} steps of the protocol run; this run (code "
-          f"{code_version()}) / reported run (code {', '.join(reported.get('code') or ['not recorded']) if reported else '—'})")
+          f"{code}) / reported run (code {', '.join(reported.get('code') or ['not recorded']) if reported else '—'})")
     print("step  " + "  ".join(f"{k:>22}" for k in keys))
     for i, row in enumerate(ours):
         cells = [f"{row[k]:10.3f} / " + (f"{theirs[i][k]:<9.3f}" if i < len(theirs) and k in theirs[i] else f"{'—':<9}")
@@ -56,7 +56,7 @@ def main() -> None:
     print("mean  " + "  ".join(f"{f'{a:.3f} / ' + ('—' if b is None else f'{b:.3f}'):>22}" for a, b in means.values()))
     if args.json:
         Path(args.json).write_text(json.dumps({"dataset": args.dataset, "method": args.method, "steps": args.steps,
-                                               "machine": machine(), "code": code_version(), "this_run": ours,
+                                               "machine": machine(), "code": code, "this_run": ours,
                                                "reported_run": theirs, "reported_code": (reported or {}).get("code")},
                                               indent=1) + "\n")
 
