@@ -72,6 +72,9 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true",
                     help="a tiny protocol to check the script end to end (its results are not the experiment)")
     ap.add_argument("--eval-batch-size", type=int, default=16)
+    ap.add_argument("--rerun", action="append", default=[], choices=["sft", "grpo", "gta", "gta-rl"],
+                    help="run this method again (repeatable): its results are dropped and its run folder is moved "
+                         "aside, then the script goes on as usual (e.g. after a fix that changes its training)")
     ap.add_argument("--backfill-only", action="store_true",
                     help="only recompute the answer summaries of finished runs from their predictions, then stop "
                          "(while a paper.py of the same dataset is running, its next save would undo it)")
@@ -95,6 +98,10 @@ def main() -> None:
 
         write_json_atomic(out_file, results)
 
+    for method in args.rerun:
+        drop_run(results, runs, method)
+    if args.rerun:
+        save()
     if backfill_answers(results, runs):
         save()
     if args.backfill_only:
@@ -152,6 +159,16 @@ def main() -> None:
             results["runs"][method]["transitions"] = transitions(out / "eval" / "predictions.jsonl")
         save()
     print(f"wrote {out_file}")
+
+
+def drop_run(results: dict, runs: Path, method: str) -> None:
+    """Forget a finished or partial run so the script runs it again: its entry in the results, and its run
+    folder and attempts file, which are renamed with a `.before-TIMESTAMP` suffix rather than deleted."""
+    results["runs"].pop(method, None)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in (runs / method, attempts_file(runs / method)):
+        if path.exists():
+            path.rename(path.with_name(f"{path.name}.before-{stamp}"))
 
 
 def train_attempts(out: Path) -> list[dict]:

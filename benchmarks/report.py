@@ -337,7 +337,9 @@ def guess_target_caveat(results: dict) -> list[str]:
            "accuracy, Fig. 5-7 analogues, conflict statistics) are of that defective target; SFT, GRPO, GTA(RL) "
            "and the base model are unaffected.", ""]
     if before:
-        out += ["Runs made before the fix: " + ", ".join(before) + ".", ""]
+        out += ["Runs made before the fix: " + ", ".join(before) + ". To rerun one: `python benchmarks/paper.py "
+                "--dataset NAME --rerun gta` (with `--results benchmarks/results/replication` for a replication), "
+                "then `python benchmarks/report.py`.", ""]
     if unknown:
         out += ["Runs whose code version git cannot place: " + ", ".join(unknown) + ".", ""]
     for f in sorted(RESULTS.glob("first_steps-*.json")):

@@ -111,3 +111,15 @@ def test_machine_records_whether_bf16_is_native(paper, monkeypatch):
     assert paper.machine()["bf16_native"] is False
     monkeypatch.setattr(gta.trainer, "bf16_supported", lambda device: True)
     assert paper.machine()["bf16_native"] is True
+
+
+def test_rerun_drops_the_result_and_moves_the_run_aside(paper, tmp_path):
+    results = {"runs": {"gta": {"eval": {}}, "sft": {"eval": {}}}}
+    (tmp_path / "gta" / "checkpoints").mkdir(parents=True)
+    paper.attempts_file(tmp_path / "gta").write_text("[]")
+    paper.drop_run(results, tmp_path, "gta")
+    assert list(results["runs"]) == ["sft"]
+    assert not (tmp_path / "gta").exists() and not paper.attempts_file(tmp_path / "gta").exists()
+    moved = sorted(p.name for p in tmp_path.iterdir())
+    assert len(moved) == 2 and all(".before-" in name for name in moved)  # nothing deleted
+    paper.drop_run(results, tmp_path, "grpo")  # nothing to drop: no error
