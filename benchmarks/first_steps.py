@@ -16,7 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from paper import DATA, PROTOCOL, ROOT, code_version, machine  # benchmarks/paper.py, beside this script
+from paper import DATA, PROTOCOL, ROOT, TRAIN_KEYS, code_version, machine  # benchmarks/paper.py, beside this script
 
 from gta.config import TrainConfig
 from gta.trainer import Trainer
@@ -36,10 +36,8 @@ def main() -> None:
     reported = json.loads((ROOT / "benchmarks" / "results" / f"{args.dataset}.json").read_text())["runs"].get(args.method)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(method=args.method, dataset=args.dataset, data_dir=args.data_dir, output=str(Path(tmp) / "run"),
-                          **{k: p[k] for k in ("model", "seed", "train_limit", "epochs", "batch_size", "micro_batch_size",
-                                               "learning_rate", "max_prompt_length", "num_generations", "num_iterations",
-                                               "beta", "epsilon", "ref_sync_steps", "max_completion_length", "bf16")},
-                          save_every=10 ** 9)
+                          **{k: p[k] for k in TRAIN_KEYS if not k.startswith("eval")},  # no held-out curve
+                          bf16=p["bf16"], save_every=10 ** 9)
         Trainer(cfg).train(until=args.steps)
         ours = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     theirs = reported["metrics"][: args.steps] if reported else []

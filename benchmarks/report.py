@@ -256,8 +256,8 @@ def main() -> None:
             for e in examples:
                 out.append(f"  - gold `{e['gold']}`, guess `{e['guess']}` -> answer `{e['answer']}`; think: "
                            f"\"{(e['think'] or '')[:300]}\"")
-    defect = ["The GTA verdicts rest on the runs listed under \"Known defect\" above."] if caveat else []
-    out += ["", "## Verdicts", "", verdict_note(results), ""] + defect + ([""] if defect else []) + (verdicts or ["No results yet."]) + [""]
+    defect = ["The GTA verdicts rest on the runs listed under \"Known defect\" above.", ""] if caveat else []
+    out += ["", "## Verdicts", "", verdict_note(results), ""] + defect + (verdicts or ["No results yet."]) + [""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(out))
     print(f"wrote {DOC}")
@@ -345,20 +345,19 @@ def guess_target_caveat(results: dict) -> list[str]:
     for f in sorted(RESULTS.glob("first_steps-*.json")):
         r = json.loads(f.read_text())
         ours, theirs = r["this_run"], r["reported_run"]
-
-        def series(rows, key="reward/format"):
-            return " ".join(f"{row[key]:.2f}" for row in rows)
-
         out += [f"The first {r['steps']} steps of {r['dataset']}'s {r['method']} run, rerun with the protocol's config by "
                 f"`python benchmarks/first_steps.py --dataset {r['dataset']} --method {r['method']} --steps {r['steps']}` "
                 f"(code `{r['code']}`, {cpu(r['machine'])}; `benchmarks/results/{f.name}`), beside the reported run "
                 f"(code {', '.join(f'`{c}`' for c in r['reported_code'] or []) or 'not recorded'}):", "",
-                f"- format reward per step, rerun: {series(ours)}", f"- format reward per step, reported: {series(theirs)}",
-                f"- mean format reward {sum(x['reward/format'] for x in ours) / len(ours):.3f} rerun, "
-                f"{sum(x['reward/format'] for x in theirs) / max(1, len(theirs)):.3f} reported; mean completion length "
-                f"{sum(x['completion_length'] for x in ours) / len(ours):.1f} rerun, "
-                f"{sum(x['completion_length'] for x in theirs) / max(1, len(theirs)):.1f} reported", ""]
+                f"- format reward per step, rerun: {_series(ours)}", f"- format reward per step, reported: {_series(theirs)}",
+                f"- mean format reward {_mean(ours, 'reward/format'):.3f} rerun, {_mean(theirs, 'reward/format'):.3f} "
+                f"reported; mean completion length {_mean(ours, 'completion_length'):.1f} rerun, "
+                f"{_mean(theirs, 'completion_length'):.1f} reported", ""]
     return out
+
+
+def _series(rows: list[dict], key: str = "reward/format") -> str:
+    return " ".join(f"{row[key]:.2f}" for row in rows)
 
 
 def replicated(results: dict) -> list[tuple[str, dict]]:
@@ -470,7 +469,7 @@ def reward_summary(metrics: list[dict]) -> str:
 
 
 def _mean(metrics, key):
-    return sum(r[key] for r in metrics) / len(metrics)
+    return sum(r[key] for r in metrics) / max(1, len(metrics))
 
 
 if __name__ == "__main__":

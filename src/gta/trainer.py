@@ -250,9 +250,6 @@ class Trainer:
     def encode(self, ids: list[int]) -> rollout.Prompts:
         return rollout.encode_prompts(self.tokenizer, [self.prompts[i] for i in ids], self.device)
 
-    def target_ids(self, label: str, closing: str) -> list[int]:
-        return prompts.target_ids(self.tokenizer, label, closing)
-
     # Gradients of a step: whole on every process, or (ZeRO stage 2) only the owned ones, None elsewhere.
     def new_grads(self) -> list[torch.Tensor | None]:
         return [torch.zeros_like(p) if self.owners is None or self.owners[i] == self.dist.rank else None
@@ -295,7 +292,7 @@ class Trainer:
         for start in range(0, len(idx), cfg.micro_batch_size):
             mb = idx[start:start + cfg.micro_batch_size]
             targets, tmask = rollout.pad_right(
-                [self.target_ids(self.train_examples[i].label, "</answer>") for i in mb],
+                [prompts.target_ids(self.tokenizer, self.train_examples[i].label, "</answer>") for i in mb],
                 self.tokenizer.pad_token_id, self.device)
             logp = rollout.sequence_logprobs(self.model, self.encode(mb), targets, tmask, self.bf16)
             loss = losses.sft_loss(logp, tmask, B)
@@ -354,7 +351,7 @@ class Trainer:
                   "cmask": cmask[rs, :width], "rl_mask": rl_mask[rs, :width], "adv": advantages[rs],
                   "lengths": lengths[rs]}
             if gta:
-                mb["guess"] = rollout.pad_right([self.target_ids(self.train_examples[i].label, "</guess>")
+                mb["guess"] = rollout.pad_right([prompts.target_ids(tok, self.train_examples[i].label, "</guess>")
                                                  for i in idx[s:s + cfg.micro_batch_size]], tok.pad_token_id,
                                                 self.device)
             micro.append(mb)
