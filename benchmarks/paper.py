@@ -88,7 +88,10 @@ def main() -> None:
     out_file = Path(args.results) / f"{ds}.json"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(out_file.read_text()) if out_file.is_file() else {}
-    results.update({"dataset": ds, "protocol": p, "machine": machine()})
+    results.update({"dataset": ds, "protocol": p})
+    # the machine of the runs that do not name their own (results written before runs recorded it); each run
+    # records the machine it ran on, since a rerun (--rerun, or a resume) may happen on another one
+    results.setdefault("machine", machine())
     results.setdefault("runs", {})
     common = ["--dataset", ds, "--data-dir", args.data_dir, "--test-limit", str(p["test_limit"]), "--seed", str(p["seed"]),
               "--batch-size", str(args.eval_batch_size)]
@@ -120,7 +123,7 @@ def main() -> None:
                        str(max_new), "--max-prompt-length", str(p["max_prompt_length"]),
                        "--output", str(out), *common), log)
         ev = json.loads((out / "eval" / "metrics.json").read_text())
-        results["runs"][name] = {"eval": ev, "eval_wall_s": wall, "code": [code_version()],
+        results["runs"][name] = {"eval": ev, "eval_wall_s": wall, "code": [code_version()], "machine": machine(),
                                  "answers": answer_summary(out / "eval" / "predictions.jsonl",
                                                            ev["confusion_matrix"]["labels"][:-1])}
         save()
@@ -137,7 +140,7 @@ def main() -> None:
         if (out / "config.json").is_file():
             flags.append("--resume")
         attempts = train_attempts(out)
-        attempts.append({"start": time.time(), "code": code_version()})
+        attempts.append({"start": time.time(), "code": code_version(), "machine": machine()})
         write_attempts(out, attempts)
         run(gta("train", *flags), log)
         attempts[-1]["end"] = time.time()
@@ -154,6 +157,7 @@ def main() -> None:
             "metrics": metrics,
             # the git commit(s) the training attempts and the evaluation ran (float rounding may differ between them)
             "code": sorted({a["code"] for a in attempts if a.get("code")} | {code_version()}),
+            "machine": machine(),
         }
         if method in ("gta", "gta-rl"):
             results["runs"][method]["transitions"] = transitions(out / "eval" / "predictions.jsonl")
