@@ -176,8 +176,7 @@ def main() -> None:
             "| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in paper.PROTOCOL.items()] + [""]
     out += ["## Full-scale configuration (GPU users; not run here)", "", FULL_SCALE, ""]
     if results:
-        out += ["Machine: " + "; ".join(f"{ds}: {cpu(r['machine'])}, {r['machine']['threads']} threads"
-                                        for ds, r in results.items()), ""]
+        out += ["Machine: " + "; ".join(f"{ds}: {machines_text(r)}" for ds, r in results.items()), ""]
     caveat = guess_target_caveat(results)
     out += caveat + wall_times(results)
     out += replications(results)
@@ -199,7 +198,8 @@ def main() -> None:
             ev = {n: res["runs"][n] for n in ("gta", "sft", "grpo")}
             verdicts.append(f"- GTA beats SFT and GRPO on {ds}: **{verdict}** (acc GTA {pct(ga)}, SFT {pct(sa)}, "
                             f"GRPO {pct(ra)}; F1 GTA {pct(gf)}, SFT {pct(sf)}, GRPO {pct(rf)}; acc GTA - SFT "
-                            f"{acc_diff(ev['gta'], ev['sft'])}, GTA - GRPO {acc_diff(ev['gta'], ev['grpo'])})")
+                            f"{acc_diff(ev['gta'], ev['sft'])}, GTA - GRPO {acc_diff(ev['gta'], ev['grpo'])}"
+                            f"{other_machine(res, 'gta', ('sft', 'grpo'))})")
     out.append("")
     if "sst5" in results and "gta-rl" in results["sst5"]["runs"]:
         res = results["sst5"]
@@ -411,6 +411,36 @@ def cpu(m: dict) -> str:
     return f"{m['cpu']} ({m['cpu_id']}, {'bf16' if m['bf16_native'] else 'no native bf16: float32'})"
 
 
+def run_machine(res: dict, name: str) -> dict:
+    """The machine a run ran on: its own record, or (results written before runs recorded one) the file's."""
+    return res["runs"][name].get("machine") or res["machine"]
+
+
+def machines(res: dict) -> dict[str, list[str]]:
+    """A dataset's runs grouped by the machine (CPU, precision, threads) they ran on."""
+    groups: dict[str, list[str]] = {}
+    for n in RUN_NAMES:
+        if n in res["runs"]:
+            m = run_machine(res, n)
+            groups.setdefault(f"{cpu(m)}, {m['threads']} threads", []).append(n)
+    return groups
+
+
+def other_machine(res: dict, name: str, others: tuple[str, ...]) -> str:
+    """A note for a verdict that compares runs made on different machines (float rounding, and precision where
+    one CPU has native bf16 and the other not, differ between them)."""
+    m = run_machine(res, name)
+    differ = [o for o in others if o in res["runs"] and cpu(run_machine(res, o)) != cpu(m)]
+    return f"; {name} ran on {cpu(m)}, unlike {', '.join(differ)}" if differ else ""
+
+
+def machines_text(res: dict) -> str:
+    groups = machines(res)
+    if len(groups) <= 1:
+        return next(iter(groups), cpu(res["machine"]))
+    return ", ".join(f"{m} ({', '.join(names)})" for m, names in groups.items())
+
+
 def wall_times(results: dict) -> list[str]:
     """Minutes each run took (training + evaluation on the test subset), per dataset, against the budget."""
     out = ["## Wall time (minutes: training + test evaluation)", "",
@@ -428,6 +458,8 @@ def wall_times(results: dict) -> list[str]:
         expected = expected_runs(ds)
         done = sum(n in res["runs"] for n in expected)
         verdict = ("yes" if total <= 150 else "no") if done == len(expected) else f"({done}/{len(expected)} runs so far)"
+        if len(machines(res)) > 1:  # a sum over two machines says nothing about either
+            verdict = f"— (runs on {len(machines(res))} machines, see Machine above)"
         out.append(f"| {ds} | " + " | ".join(cells) + f" | {total:.0f} | {verdict} |")
     out += ["", "A training run interrupted and resumed counts until its last checkpoint in each attempt "
             "(`train_attempts` in the results file).", ""]

@@ -151,3 +151,25 @@ def test_guess_target_caveat_lists_runs_before_the_fix_and_first_step_reruns(rep
     assert "- format reward per step, rerun: 0.00 0.50" in text
     assert "- format reward per step, reported: 0.00 0.00" in text
     assert "mean format reward 0.250 rerun, 0.000 reported" in text
+
+
+def test_runs_on_different_machines_are_named_and_not_summed(report):
+    """A method rerun on another machine (paper.py --rerun) keeps its own machine record: the report names
+    both machines, gives no 150-minute verdict for the sum, and notes it in the verdict that compares them."""
+    import copy
+    import json
+
+    res = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
+    for run in res["runs"].values():  # as written before runs recorded their machine: the file's for all
+        run.pop("machine", None)
+    assert report.machines_text(res) == report.cpu(res["machine"]) + f", {res['machine']['threads']} threads"
+    assert report.other_machine(res, "gta", ("sft", "grpo")) == ""
+    zen3 = dict(copy.deepcopy(res["machine"]), cpu="AMD EPYC", cpu_id="family 25 model 1", bf16_native=False)
+    res["runs"]["gta"]["machine"] = zen3
+    text = report.machines_text(res)
+    assert text.endswith("AMD EPYC (family 25 model 1, no native bf16: float32), 2 threads (gta)")
+    assert "(base-direct, base-think, sft, grpo)" in text
+    assert report.other_machine(res, "gta", ("sft", "grpo")) == (
+        "; gta ran on AMD EPYC (family 25 model 1, no native bf16: float32), unlike sft, grpo")
+    row = next(line for line in report.wall_times({"emotion": res}) if line.startswith("| emotion |"))
+    assert row.endswith("| — (runs on 2 machines, see Machine above) |")
