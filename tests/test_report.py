@@ -29,6 +29,13 @@ def test_report_of_all_four_datasets_has_every_section(report, tmp_path, monkeyp
     import json
 
     emotion = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
+    # the figures below are of emotion's GTA run as first reported (a rerun replaces it in the results file)
+    emotion["runs"]["gta"]["eval"].update(accuracy=0.013, f1_weighted=0.02328143321134095)
+    emotion["runs"]["gta"].update(train_wall_s=4809.17, eval_wall_s=410.34, answers={
+        "n": 1000, "invalid_format": 0, "not_a_label": 948, "top_not_a_label": [["label", 947], ["emo", 1]],
+        "think_n": 1000, "think_words_median": 1.0, "think_placeholder": 1000})
+    for run in emotion["runs"].values():
+        run.pop("machine", None)
     results = tmp_path / "results"
     results.mkdir()
     for ds in report.DATASETS:
