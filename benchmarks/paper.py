@@ -102,7 +102,7 @@ def main() -> None:
         write_json_atomic(out_file, results)
 
     for method in args.rerun:
-        drop_run(results, runs, method)
+        drop_run(results, runs, method, out_file.parent / "superseded")
     if args.rerun:
         save()
     if backfill_answers(results, runs):
@@ -165,14 +165,37 @@ def main() -> None:
     print(f"wrote {out_file}")
 
 
-def drop_run(results: dict, runs: Path, method: str) -> None:
-    """Forget a finished or partial run so the script runs it again: its entry in the results, and its run
-    folder and attempts file, which are renamed with a `.before-TIMESTAMP` suffix rather than deleted."""
-    results["runs"].pop(method, None)
+def drop_run(results: dict, runs: Path, method: str, superseded: Path | None = None) -> None:
+    """Forget a finished or partial run so the script runs it again: its entry in the results, which is kept
+    in `superseded/DATASET-METHOD-TIMESTAMP.json` (the report sets it beside its rerun), and its run folder and
+    attempts file, which are renamed with a `.before-TIMESTAMP` suffix rather than deleted."""
+    old = results["runs"].pop(method, None)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    if old is not None and superseded is not None:
+        keep_superseded(superseded, results, method, old, stamp)
     for path in (runs / method, attempts_file(runs / method)):
         if path.exists():
             path.rename(path.with_name(f"{path.name}.before-{stamp}"))
+
+
+def keep_superseded(folder: Path, results: dict, method: str, run: dict, stamp: str) -> Path:
+    """Write a dropped run's results entry, with the machine it ran on, to folder/DATASET-METHOD-STAMP.json, and
+    the last commit of the results file it came from (folder's parent), which places a run that recorded no
+    code version of its own."""
+    from gta.config import write_json_atomic
+
+    run = dict(run, machine=run.get("machine") or results.get("machine"))
+    source = folder.parent / f"{results['dataset']}.json"
+    try:
+        commit = subprocess.run(["git", "-C", str(folder.parent), "log", "-1", "--format=%h", "--", source.name],
+                                capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        commit = None
+    path = folder / f"{results['dataset']}-{method}-{stamp}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"dataset": results["dataset"], "method": method, "dropped": stamp,
+                             "results_file_commit": commit, "protocol": results.get("protocol"), "run": run})
+    return path
 
 
 def train_attempts(out: Path) -> list[dict]:

@@ -178,7 +178,7 @@ def main() -> None:
     if results:
         out += ["Machine: " + "; ".join(f"{ds}: {machines_text(r)}" for ds, r in results.items()), ""]
     caveat = guess_target_caveat(results)
-    out += caveat + wall_times(results)
+    out += caveat + superseded(results) + wall_times(results)
     out += replications(results)
     out += ["## Table 2 analogue: accuracy / weighted F1 (%)", "",
             "| dataset | Base (direct) | SFT | GRPO | GTA | GTA guess acc | GTA fast (guess constrained to the labels) | paper Qwen2.5-3B: Base / SFT / GRPO / GTA acc |",
@@ -354,6 +354,38 @@ def guess_target_caveat(results: dict) -> list[str]:
                 f"reported; mean completion length {_mean(ours, 'completion_length'):.1f} rerun, "
                 f"{_mean(theirs, 'completion_length'):.1f} reported", ""]
     return out
+
+
+def superseded(results: dict) -> list[str]:
+    """Each run dropped by `paper.py --rerun` (kept in results/superseded/) beside the run that replaced it."""
+    folder = RESULTS / "superseded"
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        return []
+    out = ["## Reruns: each replaced run beside its rerun", "",
+           "Written by `python benchmarks/paper.py --dataset NAME --rerun METHOD`, which keeps the replaced run's "
+           "figures in `benchmarks/results/superseded/`. Same seed, subsets and config; the code (and possibly the "
+           "machine) differ.", "",
+           "| run | code | machine | acc / F1 | guess acc | fast acc | mean format reward (training) | answers not a label | minutes |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for f in files:
+        old = json.loads(f.read_text())
+        ds, method = old["dataset"], old["method"]
+        new = results.get(ds, {}).get("runs", {}).get(method)
+        if new is not None and new["eval"] == old["run"]["eval"]:  # the replaced run itself: rerun not finished
+            new = None
+        rows = [("replaced", old["run"], old["run"].get("code") or [f"{old['results_file_commit']} (results file)"])]
+        rows += [("rerun", dict(new, machine=run_machine(results[ds], method)), new.get("code") or [])] if new else []
+        for tag, r, code in rows:
+            ev, a = r["eval"], r.get("answers") or {}
+            fast = (ev.get("fast") or {}).get("accuracy")
+            out.append(f"| {ds} {method}, {tag} | {', '.join(f'`{c}`' for c in code) or '—'} | {cpu(r['machine'])} | "
+                       f"{pct(ev['accuracy'])} / {pct(ev['f1_weighted'])} | {pct(ev.get('guess_accuracy'))} | "
+                       f"{pct(fast)} | {_mean(r['metrics'], 'reward/format'):.3f} | "
+                       f"{pct(a['not_a_label'] / a['n']) if a else '—'} | {minutes(r):.0f} |")
+        if not new:
+            out.append(f"| {ds} {method}, rerun | not finished | | | | | | | |")
+    return out + [""]
 
 
 def _series(rows: list[dict], key: str = "reward/format") -> str:

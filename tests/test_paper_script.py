@@ -114,11 +114,17 @@ def test_machine_records_whether_bf16_is_native(paper, monkeypatch):
 
 
 def test_rerun_drops_the_result_and_moves_the_run_aside(paper, tmp_path):
-    results = {"runs": {"gta": {"eval": {}}, "sft": {"eval": {}}}}
+    import json
+
+    results = {"dataset": "emotion", "machine": {"cpu": "A"}, "runs": {"gta": {"eval": {"accuracy": 0.25}}, "sft": {"eval": {}}}}
     (tmp_path / "gta" / "checkpoints").mkdir(parents=True)
     paper.attempts_file(tmp_path / "gta").write_text("[]")
-    paper.drop_run(results, tmp_path, "gta")
+    paper.drop_run(results, tmp_path, "gta", tmp_path / "results" / "superseded")
     assert list(results["runs"]) == ["sft"]
+    [kept] = (tmp_path / "results" / "superseded").iterdir()  # the dropped figures are kept, with their machine
+    assert kept.name.startswith("emotion-gta-") and json.loads(kept.read_text())["run"] == {
+        "eval": {"accuracy": 0.25}, "machine": {"cpu": "A"}}
+    (tmp_path / "results").rename(tmp_path.parent / f"{tmp_path.name}-results")
     assert not (tmp_path / "gta").exists() and not paper.attempts_file(tmp_path / "gta").exists()
     moved = sorted(p.name for p in tmp_path.iterdir())
     assert len(moved) == 2 and all(".before-" in name for name in moved)  # nothing deleted

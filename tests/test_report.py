@@ -180,3 +180,28 @@ def test_runs_on_different_machines_are_named_and_not_summed(report):
         "; gta ran on AMD EPYC (family 25 model 1, no native bf16: float32), unlike sft, grpo")
     row = next(line for line in report.wall_times({"emotion": res}) if line.startswith("| emotion |"))
     assert row.endswith("| — (runs on 2 machines, see Machine above) |")
+
+
+def test_a_replaced_run_is_set_beside_its_rerun(report, tmp_path, monkeypatch):
+    import copy
+    import json
+
+    emotion = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
+    old = copy.deepcopy(emotion["runs"]["gta"])
+    old.update(machine={"cpu": "Old CPU", "threads": 2}, code=None)
+    old["eval"].update(accuracy=0.125, f1_weighted=0.25)
+    (tmp_path / "superseded").mkdir()
+    (tmp_path / "superseded" / "emotion-gta-20260101-000000.json").write_text(json.dumps(
+        {"dataset": "emotion", "method": "gta", "results_file_commit": "abc1234", "run": old}))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    lines = report.superseded({"emotion": emotion})
+    assert lines[0] == "## Reruns: each replaced run beside its rerun"
+    assert any(line.startswith("| emotion gta, replaced | `abc1234 (results file)` | Old CPU | 12.50 / 25.00 |")
+               for line in lines)
+    new = emotion["runs"]["gta"]
+    assert any(line.startswith(f"| emotion gta, rerun | ") and
+               f"| {100 * new['eval']['accuracy']:.2f} / {100 * new['eval']['f1_weighted']:.2f} |" in line for line in lines)
+    emotion["runs"]["gta"] = copy.deepcopy(old)  # the file still holds the replaced run: no rerun yet
+    assert "| emotion gta, rerun | not finished | | | | | | | |" in report.superseded({"emotion": emotion})
+    del emotion["runs"]["gta"]
+    assert "| emotion gta, rerun | not finished | | | | | | | |" in report.superseded({"emotion": emotion})
