@@ -358,8 +358,9 @@ def guess_target_caveat(results: dict) -> list[str]:
 
 def superseded(results: dict) -> list[str]:
     """Each run dropped by `paper.py --rerun` (kept in results/superseded/) beside the run that replaced it."""
-    folder = RESULTS / "superseded"
-    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    files = [(f, results, "") for f in sorted((RESULTS / "superseded").glob("*.json"))]
+    reps = dict(replicated(results))
+    files += [(f, reps, " (replication)") for f in sorted((RESULTS / REPLICATION / "superseded").glob("*.json"))]
     if not files:
         return []
     out = ["## Reruns: each replaced run beside its rerun", "",
@@ -368,23 +369,23 @@ def superseded(results: dict) -> list[str]:
            "machine) differ.", "",
            "| run | code | machine | acc / F1 | guess acc | fast acc | mean format reward (training) | answers not a label | minutes |",
            "|---|---|---|---|---|---|---|---|---|"]
-    for f in files:
+    for f, current, tag in files:
         old = json.loads(f.read_text())
         ds, method = old["dataset"], old["method"]
-        new = results.get(ds, {}).get("runs", {}).get(method)
+        new = current.get(ds, {}).get("runs", {}).get(method)
         if new is not None and new["eval"] == old["run"]["eval"]:  # the replaced run itself: rerun not finished
             new = None
         rows = [("replaced", old["run"], old["run"].get("code") or [f"{old['results_file_commit']} (results file)"])]
-        rows += [("rerun", dict(new, machine=run_machine(results[ds], method)), new.get("code") or [])] if new else []
-        for tag, r, code in rows:
+        rows += [("rerun", dict(new, machine=run_machine(current[ds], method)), new.get("code") or [])] if new else []
+        for which, r, code in rows:
             ev, a = r["eval"], r.get("answers") or {}
             fast = (ev.get("fast") or {}).get("accuracy")
-            out.append(f"| {ds} {method}, {tag} | {', '.join(f'`{c}`' for c in code) or '—'} | {cpu(r['machine'])} | "
+            out.append(f"| {ds} {method}{tag}, {which} | {', '.join(f'`{c}`' for c in code) or '—'} | {cpu(r['machine'])} | "
                        f"{pct(ev['accuracy'])} / {pct(ev['f1_weighted'])} | {pct(ev.get('guess_accuracy'))} | "
                        f"{pct(fast)} | {_mean(r['metrics'], 'reward/format'):.3f} | "
                        f"{pct(a['not_a_label'] / a['n']) if a else '—'} | {minutes(r):.0f} |")
         if not new:
-            out.append(f"| {ds} {method}, rerun | not finished | | | | | | | |")
+            out.append(f"| {ds} {method}{tag}, rerun | not finished | | | | | | | |")
     return out + [""]
 
 

@@ -205,3 +205,11 @@ def test_a_replaced_run_is_set_beside_its_rerun(report, tmp_path, monkeypatch):
     assert "| emotion gta, rerun | not finished | | | | | | | |" in report.superseded({"emotion": emotion})
     del emotion["runs"]["gta"]
     assert "| emotion gta, rerun | not finished | | | | | | | |" in report.superseded({"emotion": emotion})
+    # a replication's replaced run (paper.py --results benchmarks/results/replication --rerun gta)
+    (tmp_path / "superseded" / "emotion-gta-20260101-000000.json").rename(tmp_path / "moved.json")
+    (tmp_path / "replication" / "superseded").mkdir(parents=True)
+    (tmp_path / "moved.json").rename(tmp_path / "replication" / "superseded" / "emotion-gta-20260101-000000.json")
+    (tmp_path / "replication" / "emotion.json").write_text(json.dumps(dict(emotion, runs={"gta": new})))
+    lines = report.superseded({"emotion": emotion})
+    assert any(line.startswith("| emotion gta (replication), replaced | `abc1234 (results file)` |") for line in lines)
+    assert any(line.startswith("| emotion gta (replication), rerun | ") and "not finished" not in line for line in lines)
