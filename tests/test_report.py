@@ -95,7 +95,7 @@ def test_replication_table_sets_a_rerun_beside_the_reported_runs(report, tmp_pat
     (tmp_path / "replication" / "emotion.json").write_text(json.dumps(rerun))
     lines = report.replications({"emotion": emotion})
     assert lines[0] == "## Replications: the same protocol run again"
-    assert any(line.startswith("emotion: reported runs on ") and "rerun on Other CPU (family 25 model 1, no native bf16: float32) (2 threads)" in line
+    assert any(line.startswith("emotion: reported runs on ") and "rerun on Other CPU (family 25 model 1, no native bf16: float32), 2 threads." in line
                for line in lines)
     sft = emotion["runs"]["sft"]
     assert (f"| sft | 58.90 / {100 * sft['eval']['f1_weighted']:.2f} | 50.00 / {100 * sft['eval']['f1_weighted']:.2f} "
@@ -213,3 +213,19 @@ def test_a_replaced_run_is_set_beside_its_rerun(report, tmp_path, monkeypatch):
     lines = report.superseded({"emotion": emotion})
     assert any(line.startswith("| emotion gta (replication), replaced | `abc1234 (results file)` |") for line in lines)
     assert any(line.startswith("| emotion gta (replication), rerun | ") and "not finished" not in line for line in lines)
+
+
+def test_a_replication_across_the_guess_target_fix_is_not_counted_as_spread(report, monkeypatch):
+    """A GTA run and its replication on either side of GUESS_TARGET_FIX differ by the fix: the verdicts' note
+    leaves that pair out of its run-to-run move, and the replication table says so."""
+    before = {"old1", "old2"}
+    monkeypatch.setattr(report, "predates_fix", lambda code, f: None if not code else code[0] in before)
+    runs = lambda acc, code: {"eval": {"accuracy": acc}, "code": code}  # noqa: E731
+    assert report.fix_between("d", "gta", runs(0.5, ["new"]), runs(0.1, ["old1"]))
+    assert not report.fix_between("d", "gta", runs(0.5, ["old2"]), runs(0.1, ["old1"]))
+    assert not report.fix_between("d", "sft", runs(0.5, ["new"]), runs(0.1, ["old1"]))
+    assert not report.fix_between("d", "gta", runs(0.5, []), runs(0.1, ["old1"]))  # git cannot tell: no claim
+    monkeypatch.setattr(report, "replicated", lambda results: [("d", {"runs": {
+        "gta": runs(0.1, ["old1"]), "sft": runs(0.45, ["old1"])}})])
+    results = {"d": {"runs": {"gta": runs(0.6, ["new"]), "sft": runs(0.5, ["old2"])}}}
+    assert report.verdict_note(results).endswith("a rerun moved d sft's accuracy by 5.00 points.")
