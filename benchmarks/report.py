@@ -351,7 +351,8 @@ def guess_target_caveat(results: dict) -> list[str]:
                 f"(code {', '.join(f'`{c}`' for c in r['reported_code'] or []) or 'not recorded'}):", "",
                 f"- format reward per step, rerun: {_series(ours)}", f"- format reward per step, reported: {_series(theirs)}",
                 f"- mean format reward {_mean(ours, 'reward/format'):.3f} rerun, {_mean(theirs, 'reward/format'):.3f} "
-                f"reported; mean completion length {_mean(ours, 'completion_length'):.1f} rerun, "
+                f"reported; mean accuracy reward {_mean(ours, 'reward/accuracy'):.3f} rerun, "
+                f"{_mean(theirs, 'reward/accuracy'):.3f} reported; mean completion length {_mean(ours, 'completion_length'):.1f} rerun, "
                 f"{_mean(theirs, 'completion_length'):.1f} reported", ""]
     return out
 

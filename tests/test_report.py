@@ -148,7 +148,8 @@ def test_guess_target_caveat_lists_runs_before_the_fix_and_first_step_reruns(rep
     after = {"gta": {"code": [report.GUESS_TARGET_FIX]}}
     assert report.guess_target_caveat({"emotion": {"runs": after}}) == []  # nothing to say
     results = {"emotion": {"runs": {"gta": {"code": ["e39a33c"]}}}, "sst5": {"runs": after}}
-    rows = [{"step": i + 1, "reward/format": f, "completion_length": 40.0} for i, f in enumerate([0.0, 0.5])]
+    rows = [{"step": i + 1, "reward/format": f, "reward/accuracy": f / 2, "completion_length": 40.0}
+            for i, f in enumerate([0.0, 0.5])]
     (tmp_path / "first_steps-emotion-gta-x.json").write_text(json.dumps(
         {"dataset": "emotion", "method": "gta", "steps": 2, "code": "abc1234",
          "machine": {"cpu": "Some CPU", "threads": 2}, "this_run": rows,
@@ -157,7 +158,7 @@ def test_guess_target_caveat_lists_runs_before_the_fix_and_first_step_reruns(rep
     assert "Runs made before the fix: emotion gta." in text and "sst5" not in text
     assert "- format reward per step, rerun: 0.00 0.50" in text
     assert "- format reward per step, reported: 0.00 0.00" in text
-    assert "mean format reward 0.250 rerun, 0.000 reported" in text
+    assert "mean format reward 0.250 rerun, 0.000 reported; mean accuracy reward 0.125 rerun, 0.125 reported" in text
 
 
 def test_runs_on_different_machines_are_named_and_not_summed(report):
