@@ -501,8 +501,8 @@ def wall_times(results: dict) -> list[str]:
         expected = expected_runs(ds)
         done = sum(n in res["runs"] for n in expected)
         verdict = ("yes" if total <= 150 else "no") if done == len(expected) else f"({done}/{len(expected)} runs so far)"
-        if len(machines(res)) > 1:  # a sum over two machines says nothing about either
-            verdict = f"— (runs on {len(machines(res))} machines, see Machine above)"
+        if (n_machines := len(machines(res))) > 1:  # a sum over two machines says nothing about either
+            verdict = f"— (runs on {n_machines} machines, see Machine above)"
         out.append(f"| {ds} | " + " | ".join(cells) + f" | {total:.0f} | {verdict} |")
     out += ["", "A training run interrupted and resumed counts until its last checkpoint in each attempt "
             "(`train_attempts` in the results file).", ""]
