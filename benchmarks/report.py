@@ -212,7 +212,7 @@ def main() -> None:
         (ga, _), (la, _) = acc_f1(res, "gta"), acc_f1(res, "gta-rl")
         verdicts.append(f"- The supervised guess matters (GTA > GTA(RL) on SST-5): **{'held' if ga > la else 'not held'}** "
                         f"(acc {pct(ga)} vs {pct(la)}; GTA - GTA(RL) "
-                        f"{acc_diff(res['runs']['gta'], res['runs']['gta-rl'])})")
+                        f"{acc_diff(res['runs']['gta'], res['runs']['gta-rl'])}{other_machine(res, 'gta', ('gta-rl',))})")
         out.append("")
     out += ["## Fig. 4 analogue: zero-shot direct vs think (accuracy %, invalid-format rate)", "",
             "| dataset | direct | think |", "|---|---|---|"]
@@ -240,7 +240,7 @@ def main() -> None:
             out.append(f"- {ds}: GTA dropped the SFT gradient on {pct(dropped)}% of updates; mean cosine "
                        f"{sum(r['conflict/cosine'] for r in m) / len(m):+.3f}")
         if "gta" in runs and "grpo" in runs:
-            verdicts.append(convergence_verdict(ds, runs))
+            verdicts.append(convergence_verdict(ds, runs, other_machine(res, "gta", ("grpo",))))
     out += [""] + [f"![{f}](figures/{f})" for f in figs] + [""]
     out += ["## Fig. 7 analogue: guess -> answer transitions of GTA on the test subset", ""]
     for ds, res in results.items():
@@ -278,18 +278,21 @@ def answers_table(results: dict) -> list[str]:
                 think = "— | —"
                 if a.get("think_n"):
                     think = f"{a['think_words_median']:g} | {pct(a['think_placeholder'] / a['think_n'])}"
+                cm = r["eval"]["confusion_matrix"]  # columns: predicted label, then <invalid>
+                used = sum(any(row[j] for row in cm["matrix"]) for j in range(len(cm["labels"]) - 1))
                 rows.append(f"| {ds} | {name} | {pct(a['invalid_format'] / a['n'])} | "
-                            f"{pct(a['not_a_label'] / a['n'])} | {top} | {think} |")
+                            f"{pct(a['not_a_label'] / a['n'])} | {top} | {think} | {used} of {len(cm['labels']) - 1} |")
     if not rows:
         return []
     return ["## What the answers are (test subset, % of examples)", "",
             "The last two columns are over the formatted outputs that have a think span: its median length in "
             f"words, and the share that is only the format line's placeholder `{placeholder}`. Where the think spans "
             "are a word or two, the claims about thinking (Fig. 4, Fig. 7) are tested on outputs that hold no "
-            "reasoning.", "",
+            "reasoning. The last column counts the labels the answers use at least once: an answer that "
+            "collapses onto a few labels explains a weighted F1 far below the accuracy.", "",
             "| dataset | run | not in the exact format | in format, answer not a label | most common such answers "
-            f"| think: median words | think = `{placeholder}` (%) |",
-            "|---|---|---|---|---|---|---|", *rows, ""]
+            f"| think: median words | think = `{placeholder}` (%) | labels answered |",
+            "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def expected_runs(ds: str) -> list[str]:
@@ -347,14 +350,27 @@ def guess_target_caveat(results: dict) -> list[str]:
         ours, theirs = r["this_run"], r["reported_run"]
         out += [f"The first {r['steps']} steps of {r['dataset']}'s {r['method']} run, rerun with the protocol's config by "
                 f"`python benchmarks/first_steps.py --dataset {r['dataset']} --method {r['method']} --steps {r['steps']}` "
-                f"(code `{r['code']}`, {cpu(r['machine'])}; `benchmarks/results/{f.name}`), beside the reported run "
+                f"(code `{r['code']}`, {cpu(r['machine'])}; `benchmarks/results/{f.name}`), beside the run reported then "
                 f"(code {', '.join(f'`{c}`' for c in r['reported_code'] or []) or 'not recorded'}):", "",
                 f"- format reward per step, rerun: {_series(ours)}", f"- format reward per step, reported: {_series(theirs)}",
                 f"- mean format reward {_mean(ours, 'reward/format'):.3f} rerun, {_mean(theirs, 'reward/format'):.3f} "
                 f"reported; mean accuracy reward {_mean(ours, 'reward/accuracy'):.3f} rerun, "
                 f"{_mean(theirs, 'reward/accuracy'):.3f} reported; mean completion length {_mean(ours, 'completion_length'):.1f} rerun, "
                 f"{_mean(theirs, 'completion_length'):.1f} reported", ""]
+        full = results.get(r["dataset"], {}).get("runs", {}).get(r["method"]) or {}
+        if full.get("metrics") and gap(theirs, full["metrics"]) > 0:  # the run reported now is a later rerun
+            out[-1:-1] = [f"- the full rerun now reported (code {', '.join(f'`{c}`' for c in full.get('code') or [])}, "
+                          f"{cpu(run_machine(results[r['dataset']], r['method']))}) "
+                          + ("repeats these steps exactly (format and accuracy rewards, completion lengths)"
+                             if gap(ours, full["metrics"]) == 0 else f"differs from these steps by up to "
+                             f"{gap(ours, full['metrics']):.3f} (format and accuracy rewards, completion lengths)")]
     return out
+
+
+def gap(a: list[dict], b: list[dict]) -> float:
+    """The largest difference between two runs' first steps (rewards and completion lengths)."""
+    keys = ("reward/format", "reward/accuracy", "completion_length")
+    return max(abs(x[k] - y[k]) for x, y in zip(a, b) for k in keys)
 
 
 def superseded(results: dict) -> list[str]:
@@ -513,9 +529,10 @@ def wall_times(results: dict) -> list[str]:
     return out
 
 
-def convergence_verdict(ds: str, runs: dict) -> str:
+def convergence_verdict(ds: str, runs: dict, note: str = "") -> str:
     """Fig. 5/6: GTA converges faster than GRPO if both its training accuracy reward and its held-out accuracy,
-    each averaged over the run (the area under the curve), are higher; mixed if one of them is."""
+    each averaged over the run (the area under the curve), are higher; mixed if one of them is. `note` ends the figures
+    (e.g. that the two ran on different machines)."""
     def auc(name, key):
         m = [r for r in runs[name]["metrics"] if key in r]
         return _mean(m, key) if m else None
@@ -527,7 +544,7 @@ def convergence_verdict(ds: str, runs: dict) -> str:
     text = f"training accuracy reward GTA {train[0]:.3f}, GRPO {train[1]:.3f}"
     if None not in held:
         text += f"; held-out accuracy GTA {held[0]:.3f}, GRPO {held[1]:.3f}"
-    return (f"- GTA converges faster than GRPO on {ds} (each curve's mean over the run): **{verdict}** ({text})")
+    return (f"- GTA converges faster than GRPO on {ds} (each curve's mean over the run): **{verdict}** ({text}{note})")
 
 
 def reward_summary(metrics: list[dict]) -> str:

@@ -67,7 +67,7 @@ def test_report_of_all_four_datasets_has_every_section(report, tmp_path, monkeyp
     assert "| sst5 | 3 | 10 | 13 + 2 | 44 + 3 | 80 + 7 | 80 + 7 | 249 | no |" in doc
     # emotion's GTA think spans are all the placeholder; its SFT outputs have none
     assert "| bbc_news | gta | 0.00 | 94.80 | `label` 947, `emo` 1 | 1 | 100.00 |" in doc
-    assert "| bbc_news | sft | 0.00 | 0.00 | — | — | — |" in doc
+    assert "| bbc_news | sft | 0.00 | 0.00 | — | — | — | 6 of 6 |" in doc
     if iu.find_spec("matplotlib") is not None:
         assert sorted(p.name for p in (tmp_path / "docs" / "figures").iterdir()) == sorted(
             f"{ds}.png" for ds in report.DATASETS)
@@ -159,6 +159,12 @@ def test_guess_target_caveat_lists_runs_before_the_fix_and_first_step_reruns(rep
     assert "- format reward per step, rerun: 0.00 0.50" in text
     assert "- format reward per step, reported: 0.00 0.00" in text
     assert "mean format reward 0.250 rerun, 0.000 reported; mean accuracy reward 0.125 rerun, 0.125 reported" in text
+    assert "full rerun" not in text  # the run reported now is the one the first steps were set beside
+    results["emotion"]["runs"]["gta"].update(code=["abc1234"], metrics=rows, machine={"cpu": "Some CPU"})
+    text = "\n".join(report.guess_target_caveat(results))
+    assert "- the full rerun now reported (code `abc1234`, Some CPU) repeats these steps exactly" in text
+    results["emotion"]["runs"]["gta"]["metrics"] = [{**r, "completion_length": 41.5} for r in rows]
+    assert "differs from these steps by up to 1.500" in "\n".join(report.guess_target_caveat(results))
 
 
 def test_runs_on_different_machines_are_named_and_not_summed(report):
@@ -230,3 +236,15 @@ def test_a_replication_across_the_guess_target_fix_is_not_counted_as_spread(repo
         "gta": runs(0.1, ["old1"]), "sft": runs(0.45, ["old1"])}})])
     results = {"d": {"runs": {"gta": runs(0.6, ["new"]), "sft": runs(0.5, ["old2"])}}}
     assert report.verdict_note(results).endswith("a rerun moved d sft's accuracy by 5.00 points.")
+
+
+def test_answers_table_counts_the_labels_the_answers_use(report):
+    """A run whose answers collapse onto two of five labels says so (sst5's RL runs answer only positive or
+    negative, which is why their weighted F1 lies far below their accuracy)."""
+    cm = {"labels": ["a", "b", "c", "d", "e", "<invalid>"],
+          "matrix": [[5, 0, 0, 1, 0, 0], [3, 0, 0, 0, 0, 0], [2, 0, 0, 2, 0, 1], [0] * 6, [0, 0, 0, 4, 0, 0], [0] * 6]}
+    answers = {"n": 18, "invalid_format": 1, "not_a_label": 0, "top_not_a_label": [], "think_n": 17,
+               "think_words_median": 1.0, "think_placeholder": 0}
+    run = {"eval": {"confusion_matrix": cm}, "answers": answers}
+    rows = report.answers_table({"d": {"runs": {"gta": run}}})
+    assert "| d | gta | 5.56 | 0.00 | — | 1 | 0.00 | 2 of 5 |" in rows
