@@ -359,11 +359,11 @@ def guess_target_caveat(results: dict) -> list[str]:
                 f"{_mean(theirs, 'completion_length'):.1f} reported", ""]
         full = results.get(r["dataset"], {}).get("runs", {}).get(r["method"]) or {}
         if full.get("metrics") and gap(theirs, full["metrics"]) > 0:  # the run reported now is a later rerun
-            out[-1:-1] = [f"- the full rerun now reported (code {', '.join(f'`{c}`' for c in full.get('code') or [])}, "
-                          f"{cpu(run_machine(results[r['dataset']], r['method']))}) "
-                          + ("repeats these steps exactly (format and accuracy rewards, completion lengths)"
-                             if gap(ours, full["metrics"]) == 0 else f"differs from these steps by up to "
-                             f"{gap(ours, full['metrics']):.3f} (format and accuracy rewards, completion lengths)")]
+            d = gap(ours, full["metrics"])
+            same = "repeats these steps exactly" if d == 0 else f"differs from these steps by up to {d:.3f}"
+            out.insert(-1, f"- the full rerun now reported (code {', '.join(f'`{c}`' for c in full.get('code') or [])}, "
+                           f"{cpu(run_machine(results[r['dataset']], r['method']))}) {same} (format and accuracy "
+                           "rewards, completion lengths)")
     return out
 
 
