@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
@@ -313,12 +314,15 @@ def predates_fix(code: list[str], results_file: Path) -> bool | None:
         last = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h", "--", str(results_file)],
                               capture_output=True, text=True).stdout.strip()
         code = [last] if last else []
-    answers = []
-    for commit in code:
-        rc = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", GUESS_TARGET_FIX,
-                             commit.split("+")[0]], capture_output=True).returncode
-        answers.append({0: False, 1: True}.get(rc))
+    answers = [commit_predates_fix(commit.split("+")[0]) for commit in code]
     return None if None in answers or not answers else all(answers)
+
+
+@functools.cache  # the caveat, the replication table and the verdict note ask about the same runs' commits
+def commit_predates_fix(commit: str) -> bool | None:
+    rc = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", GUESS_TARGET_FIX, commit],
+                        capture_output=True).returncode
+    return {0: False, 1: True}.get(rc)
 
 
 def guess_target_caveat(results: dict) -> list[str]:
