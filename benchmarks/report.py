@@ -365,9 +365,10 @@ def guess_target_caveat(results: dict) -> list[str]:
         if full.get("metrics") and gap(theirs, full["metrics"]) > 0:  # the run reported now is a later rerun
             d = gap(ours, full["metrics"])
             same = "repeats these steps exactly" if d == 0 else f"differs from these steps by up to {d:.3f}"
+            where = cpu(run_machine(results[r["dataset"]], r["method"]))
+            other = "; it ran on another CPU, so it is not expected to repeat them" if where != cpu(r["machine"]) else ""
             out.insert(-1, f"- the full rerun now reported (code {', '.join(f'`{c}`' for c in full.get('code') or [])}, "
-                           f"{cpu(run_machine(results[r['dataset']], r['method']))}) {same} (format and accuracy "
-                           "rewards, completion lengths)")
+                           f"{where}) {same} (format and accuracy rewards, completion lengths){other}")
     return out
 
 
