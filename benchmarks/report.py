@@ -391,6 +391,7 @@ def superseded(results: dict) -> list[str]:
            "machine) differ.", "",
            "| run | code | machine | acc / F1 | guess acc | fast acc | mean format reward (training) | answers not a label | minutes |",
            "|---|---|---|---|---|---|---|---|---|"]
+    defective = []  # replaced GTA runs that trained the guess toward the pre-fix target
     for f, current, tag in files:
         old = json.loads(f.read_text())
         ds, method = old["dataset"], old["method"]
@@ -408,6 +409,17 @@ def superseded(results: dict) -> list[str]:
                        f"{pct(a['not_a_label'] / a['n']) if a else '—'} | {minutes(r):.0f} |")
         if not new:
             out.append(f"| {ds} {method}{tag}, rerun | not finished | | | | | | | |")
+        code = old["run"].get("code") or [old["results_file_commit"]]
+        if method == "gta" and all(commit_predates_fix(c.split("+")[0]) for c in code):
+            defective.append(f"{ds} gta{tag}")
+    if defective:
+        first = ", ".join(f"`{f.name}`" for f in sorted(RESULTS.glob("first_steps-*.json")))
+        out += ["", f"Replaced for a defect: {', '.join(defective)} predate `{GUESS_TARGET_FIX}`. Until that commit the "
+                "SFT target of GTA's guess was `label</guess>` tokenized on its own; in a whole output SmolLM2's "
+                "tokenizer merges the `>` of `</guess>` with the `<` of `<think>`, so the target ended in a lone `>` "
+                "that taught the model to end its turn after the guess. SFT, GRPO, GTA(RL) and the base model were "
+                "unaffected." + (f" The first training steps rerun to diagnose it: {first} "
+                                 "(`python benchmarks/first_steps.py`)." if first else "")]
     return out + [""]
 
 
