@@ -165,6 +165,10 @@ def test_guess_target_caveat_lists_runs_before_the_fix_and_first_step_reruns(rep
     assert "- the full rerun now reported (code `abc1234`, Some CPU) repeats these steps exactly" in text
     results["emotion"]["runs"]["gta"]["metrics"] = [{**r, "completion_length": 41.5} for r in rows]
     assert "differs from these steps by up to 1.500" in "\n".join(report.guess_target_caveat(results))
+    assert "not expected to repeat" not in "\n".join(report.guess_target_caveat(results))
+    results["emotion"]["runs"]["gta"]["machine"] = {"cpu": "Other CPU"}
+    assert ("(format and accuracy rewards, completion lengths); it ran on another CPU, so it is not expected to "
+            "repeat them") in "\n".join(report.guess_target_caveat(results))
 
 
 def test_runs_on_different_machines_are_named_and_not_summed(report):
@@ -220,6 +224,13 @@ def test_a_replaced_run_is_set_beside_its_rerun(report, tmp_path, monkeypatch):
     lines = report.superseded({"emotion": emotion})
     assert any(line.startswith("| emotion gta (replication), replaced | `abc1234 (results file)` |") for line in lines)
     assert any(line.startswith("| emotion gta (replication), rerun | ") and "not finished" not in line for line in lines)
+    assert not any(line.startswith("Replaced for a defect") for line in lines)  # abc1234: git cannot place it
+    # a replaced GTA run made before the guess-target fix is named, with why it was replaced
+    old["code"] = ["e39a33c"]  # the commit before GUESS_TARGET_FIX
+    (tmp_path / "replication" / "superseded" / "emotion-gta-20260101-000000.json").write_text(json.dumps(
+        {"dataset": "emotion", "method": "gta", "results_file_commit": "abc1234", "run": old}))
+    line = next(line for line in report.superseded({"emotion": emotion}) if line.startswith("Replaced for a defect"))
+    assert line.startswith(f"Replaced for a defect: emotion gta (replication) predate `{report.GUESS_TARGET_FIX}`.")
 
 
 def test_a_replication_across_the_guess_target_fix_is_not_counted_as_spread(report, monkeypatch):
