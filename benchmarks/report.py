@@ -27,6 +27,12 @@ PAPER = {
 # The commit that made gta's guess target the guess span as it stands in a formatted output (src/gta/prompts.py,
 # label_tokens): before it the target ended in a lone `>` on SmolLM2, which taught the model to stop after the guess.
 GUESS_TARGET_FIX = "64969cd"
+GUESS_TARGET_DEFECT = (  # what was wrong before GUESS_TARGET_FIX: the caveat and the reruns table both say it
+    "Until that commit, the SFT target of GTA's guess was `label</guess>` tokenized on its own. In a whole "
+    "output SmolLM2's tokenizer merges the `>` of `</guess>` with the `<` of `<think>` into one token, the "
+    "one the format continues from, so the target ended in a lone `>` that a formatted output never has: "
+    "the guess loss taught the model to end its turn after the guess, and the RL loss, which leaves the "
+    "guess span out, never trained the merged token.")
 PAPER_TABLE3 = {"grpo": (58.60, 57.05), "gta-rl": (57.42, 56.52), "gta": (61.58, 61.52)}
 
 
@@ -336,13 +342,9 @@ def guess_target_caveat(results: dict) -> list[str]:
     if not before and not unknown:
         return []
     out = ["## Known defect in GTA runs made before `" + GUESS_TARGET_FIX + "`", "",
-           "Until that commit, the SFT target of GTA's guess was `label</guess>` tokenized on its own. In a whole "
-           "output SmolLM2's tokenizer merges the `>` of `</guess>` with the `<` of `<think>` into one token, the "
-           "one the format continues from, so the target ended in a lone `>` that a formatted output never has: "
-           "the guess loss taught the model to end its turn after the guess, and the RL loss, which leaves the "
-           "guess span out, never trained the merged token. The GTA figures of these runs (answer, guess and fast "
-           "accuracy, Fig. 5-7 analogues, conflict statistics) are of that defective target; SFT, GRPO, GTA(RL) "
-           "and the base model are unaffected.", ""]
+           GUESS_TARGET_DEFECT + " The GTA figures of these runs (answer, guess and fast accuracy, Fig. 5-7 "
+           "analogues, conflict statistics) are of that defective target; SFT, GRPO, GTA(RL) and the base model "
+           "are unaffected.", ""]
     if before:
         out += ["Runs made before the fix: " + ", ".join(before) + ". To rerun one: `python benchmarks/paper.py "
                 "--dataset NAME --rerun gta` (with `--results benchmarks/results/replication` for a replication), "
@@ -409,17 +411,14 @@ def superseded(results: dict) -> list[str]:
                        f"{pct(a['not_a_label'] / a['n']) if a else '—'} | {minutes(r):.0f} |")
         if not new:
             out.append(f"| {ds} {method}{tag}, rerun | not finished | | | | | | | |")
-        code = old["run"].get("code") or [old["results_file_commit"]]
-        if method == "gta" and all(commit_predates_fix(c.split("+")[0]) for c in code):
+        if method == "gta" and predates_fix(old["run"].get("code") or [old["results_file_commit"]], f):
             defective.append(f"{ds} gta{tag}")
     if defective:
         first = ", ".join(f"`{f.name}`" for f in sorted(RESULTS.glob("first_steps-*.json")))
-        out += ["", f"Replaced for a defect: {', '.join(defective)} predate `{GUESS_TARGET_FIX}`. Until that commit the "
-                "SFT target of GTA's guess was `label</guess>` tokenized on its own; in a whole output SmolLM2's "
-                "tokenizer merges the `>` of `</guess>` with the `<` of `<think>`, so the target ended in a lone `>` "
-                "that taught the model to end its turn after the guess. SFT, GRPO, GTA(RL) and the base model were "
-                "unaffected." + (f" The first training steps rerun to diagnose it: {first} "
-                                 "(`python benchmarks/first_steps.py`)." if first else "")]
+        out += ["", f"Replaced for a defect: {', '.join(defective)} predate `{GUESS_TARGET_FIX}`. "
+                + GUESS_TARGET_DEFECT + " SFT, GRPO, GTA(RL) and the base model were unaffected."
+                + (f" The first training steps rerun to diagnose it: {first} (`python benchmarks/first_steps.py`)."
+                   if first else "")]
     return out + [""]
 
 
