@@ -23,7 +23,8 @@ def combine(
     g_sft: list[torch.Tensor], g_rl: list[torch.Tensor], lambda1: float, lambda2: float, mode: str = "drop",
     sum_across=None,
 ) -> tuple[list[torch.Tensor], dict[str, float]]:
-    """Return the gradient to apply (written into g_rl's tensors) and {cosine, sft_dropped, projected}.
+    """Return the gradient to apply (written into g_rl's tensors) and {cosine, sft_dropped, projected, norm_sft,
+    norm_rl}, the norms being those of g_SFT and g_RL before the rule.
 
     drop (paper eq. 11): lambda1 g_SFT + lambda2 g_RL if g_SFT . g_RL > 0, else lambda2 g_RL alone.
     project (PCGrad, Yu et al. 2020): if the dot is negative, remove from g_SFT its component along g_RL,
@@ -57,4 +58,5 @@ def combine(
     else:
         torch._foreach_mul_(g_rl, lambda2)
         torch._foreach_add_(g_rl, g_sft, alpha=lambda1)
-    return g_rl, {"cosine": cosine, "sft_dropped": float(dropped), "projected": float(projected)}
+    return g_rl, {"cosine": cosine, "sft_dropped": float(dropped), "projected": float(projected),
+                  "norm_sft": float(n_sft), "norm_rl": float(n_rl)}

@@ -365,7 +365,8 @@ class Trainer:
 
         # 7. mu optimizer updates on this batch of rollouts
         totals = {"loss/rl": 0.0, "loss/sft": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0,
-                  "conflict/cosine": 0.0, "conflict/sft_dropped": 0.0}
+                  "conflict/cosine": 0.0, "conflict/sft_dropped": 0.0, "grad_norm/sft": 0.0, "grad_norm/rl": 0.0,
+                  "rl_share": 0.0}
         # the time GTA adds to the update: the guess loss's gradient (buffer, forward, backward), the conflict check
         guess_s = 0.0
         for it in range(cfg.num_iterations):
@@ -405,14 +406,21 @@ class Trainer:
                 grads = g_rl  # combine wrote the result into g_rl's tensors
                 totals["conflict/cosine"] += info["cosine"] / cfg.num_iterations
                 totals["conflict/sft_dropped"] += info["sft_dropped"] / cfg.num_iterations
+                totals["grad_norm/sft"] += info["norm_sft"] / cfg.num_iterations
+                totals["grad_norm/rl"] += info["norm_rl"] / cfg.num_iterations
                 guess_s += time.perf_counter() - t1
             else:
                 grads = [None if g is None else cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
-            totals["grad_norm"] += self.apply_update(grads) / cfg.num_iterations
+            norm = self.apply_update(grads)  # the combined gradient's norm, before clipping
+            totals["grad_norm"] += norm / cfg.num_iterations
+            if gta:  # the RL gradient's share of the update (0 where SFT alone is applied)
+                share = abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["norm_rl"] > 0 else 0.0
+                totals["rl_share"] += share / cfg.num_iterations
         if gta:
             metrics["guess_s"] = guess_s
         else:
-            for key in ("loss/sft", "conflict/cosine", "conflict/sft_dropped"):
+            for key in ("loss/sft", "conflict/cosine", "conflict/sft_dropped", "grad_norm/sft", "grad_norm/rl",
+                        "rl_share"):
                 totals.pop(key)
         metrics.update(totals)
         metrics["_tokens"] = float(lengths.sum())
