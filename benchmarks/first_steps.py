@@ -1,12 +1,16 @@
 """The first steps of one of the protocol's training runs (benchmarks/paper.py), beside the reported run's.
 
     python benchmarks/first_steps.py --dataset massive_scenario --method gta [--steps 16] [--json PATH]
+        [--compare EARLIER.json]
 
 A quick look at what a code change does to training without the whole run: the run's exact config (seed, data
 subset, learning-rate schedule of the whole pass), stopped after --steps steps. Prints, step by step, the
 format reward, accuracy reward and guess accuracy (gta, gta-rl) of this run and of the reported one in
-benchmarks/results/DATASET.json. The two differ by float rounding where the machines or code versions differ,
-which changes the sampled completions; the figures are measured, not compared for equality.
+benchmarks/results/DATASET.json, or of an earlier first_steps run (--compare, the JSON this script wrote, e.g.
+at a commit before a fix). For gta it also prints the medians of the balance of the two signals: grad_norm/sft,
+grad_norm/rl (before the conflict rule and clipping) and rl_share. The runs differ by float rounding where the
+machines or code versions differ, which changes the sampled completions; the figures are measured, not compared
+for equality.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from gta.config import TrainConfig
 from gta.trainer import Trainer
 
 KEYS = ("reward/format", "reward/accuracy", "guess/accuracy", "completion_length")
+BALANCE = ("grad_norm/sft", "grad_norm/rl", "rl_share", "conflict/sft_dropped", "groups/informative", "grad_norm")
 
 
 def main() -> None:
@@ -31,9 +36,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--data-dir", default=str(DATA))
     ap.add_argument("--json", default=None, help="also write both runs' figures here")
+    ap.add_argument("--compare", default=None, help="an earlier first_steps JSON to show beside this run "
+                                                    "(default: the reported run of benchmarks/results/DATASET.json)")
     args = ap.parse_args()
     p, code = PROTOCOL, code_version()  # before training: the source the run imports
-    reported = json.loads((ROOT / "benchmarks" / "results" / f"{args.dataset}.json").read_text())["runs"].get(args.method)
+    if args.compare:
+        earlier = json.loads(Path(args.compare).read_text())
+        if (earlier["dataset"], earlier["method"]) != (args.dataset, args.method):
+            raise SystemExit(f"{args.compare} is a {earlier['method']} run on {earlier['dataset']}")
+        reported = {"metrics": earlier["this_run"], "code": [earlier["code"]], "machine": earlier["machine"]}
+        label = f"earlier run ({args.compare})"
+    else:
+        reported = json.loads((ROOT / "benchmarks" / "results" / f"{args.dataset}.json").read_text())["runs"].get(args.method)
+        label = "reported run"
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(method=args.method, dataset=args.dataset, data_dir=args.data_dir, output=str(Path(tmp) / "run"),
                           **{k: p[k] for k in TRAIN_KEYS if not k.startswith("eval")},  # no held-out curve
@@ -43,7 +58,8 @@ def main() -> None:
     theirs = reported["metrics"][: args.steps] if reported else []
     keys = [k for k in KEYS if k in ours[0]]
     print(f"\n{args.dataset} {args.method}, first {args.steps} steps of the protocol run; this run (code "
-          f"{code}) / reported run (code {', '.join(reported.get('code') or ['not recorded']) if reported else '—'})")
+          f"{code}, {machine()['cpu_id']}) / {label} (code "
+          f"{', '.join(reported.get('code') or ['not recorded']) if reported else '—'})")
     print("step  " + "  ".join(f"{k:>22}" for k in keys))
     for i, row in enumerate(ours):
         cells = [f"{row[k]:10.3f} / " + (f"{theirs[i][k]:<9.3f}" if i < len(theirs) and k in theirs[i] else f"{'—':<9}")
@@ -52,6 +68,13 @@ def main() -> None:
     means = {k: (statistics.mean(r[k] for r in ours), statistics.mean(r[k] for r in theirs) if theirs else None)
              for k in keys}
     print("mean  " + "  ".join(f"{f'{a:.3f} / ' + ('—' if b is None else f'{b:.3f}'):>22}" for a, b in means.values()))
+    balance = [k for k in BALANCE if k in ours[0]]
+    if balance:  # gta: how much of each update the RL gradient is
+        print(f"\nmedians over the {len(ours)} steps, this run / {label}:")
+        for k in balance:
+            theirs_k = [r[k] for r in theirs if k in r]
+            b = f"{statistics.median(theirs_k):.4g}" if theirs_k else "— (not logged)"
+            print(f"  {k:<22} {statistics.median(r[k] for r in ours):>10.4g} / {b}")
     if args.json:
         Path(args.json).write_text(json.dumps({"dataset": args.dataset, "method": args.method, "steps": args.steps,
                                                "machine": machine(), "code": code, "this_run": ours,

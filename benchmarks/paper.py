@@ -236,7 +236,7 @@ def transitions(pred_file: Path) -> dict:
     examples = []
     for line in pred_file.read_text().splitlines():
         r = json.loads(line)
-        guess_ok = r["exact_format"] and label_matches(r["guess"], r["gold"])
+        guess_ok = label_matches(r["guess"], r["gold"])  # read as the answer is: the last guess span
         key = {(False, True): "wrong->right", (True, False): "right->wrong", (True, True): "both right",
                (False, False): "both wrong"}[(guess_ok, r["correct"])]
         counts[key] += 1

@@ -150,3 +150,60 @@ def test_missing_optimizer_state_on_resume(finished_run, tiny_path, capsys):
     (ckpt / "optimizer.pt").write_bytes(b"\x00garbage")
     fails(capsys, train_args(tiny_path, finished_run.parent / "d", finished_run, "--resume", "--max-steps", "1"),
           "unreadable or corrupt")
+
+
+# Data and numbers as users have them
+def test_csv_with_a_byte_order_mark_is_read(tmp_path):
+    from gta.data import read_split
+
+    (tmp_path / "train.csv").write_bytes("\ufefftext,label\nhello,a\nbye,b\n".encode("utf-8"))  # Excel's UTF-8 CSV
+    assert [(e.text, e.label) for e in read_split(tmp_path / "train.csv")] == [("hello", "a"), ("bye", "b")]
+    (tmp_path / "train.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "x", "label": "a"}\n')
+    assert read_split(tmp_path / "train.jsonl")[0].text == "x"
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_file_that_is_not_utf8_names_file_and_line(tmp_path, tiny_path, capsys, ext):
+    (tmp_path / "d").mkdir()
+    rows = ("text,label\nhello,a\ncaf\xe9,b\n" if ext == "csv" else
+            '{"text": "hello", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n')
+    (tmp_path / "d" / f"train.{ext}").write_bytes(rows.encode("latin-1"))
+    fails(capsys, train_args(tiny_path, tmp_path / "d", tmp_path / "out"),
+          f"train.{ext}, line {3 if ext == 'csv' else 2}: not UTF-8 text (byte 0xe9)")
+
+
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--learning-rate", "0", "--learning-rate must be > 0, got 0.0"),
+    ("--learning-rate", "-1e-5", "--learning-rate must be > 0"),
+    ("--learning-rate", "nan", "--learning-rate must be > 0, got nan"),
+    ("--temperature", "0", "--temperature must be > 0"),
+    ("--warmup-ratio", "1.5", "--warmup-ratio must be in [0, 1)"),
+    ("--beta", "-0.1", "--beta must be >= 0"),
+    ("--max-steps", "0", "--max-steps must be >= 1"),
+    ("--epochs", "0", "--epochs must be > 0"),
+    ("--save-every", "0", "--save-every must be >= 1"),
+])
+def test_invalid_numbers_get_a_one_line_error(tmp_path, tiny_path, capsys, flag, value, needle):
+    write_jsonl(tmp_path / "d", "train", GOOD_TRAIN)
+    err = fails(capsys, train_args(tiny_path, tmp_path / "d", tmp_path / "out", f"{flag}={value}"), needle)
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_predict_with_an_empty_text_errors(finished_run, capsys):
+    fails(capsys, ["predict", str(finished_run), "  "], "text 1 of the command line is empty")
+    from gta.classifier import Classifier
+
+    with pytest.raises(ValueError, match="text 1 is empty"):
+        Classifier.from_pretrained(finished_run, device="cpu").predict(["fine", ""])
+
+
+def test_resume_may_train_longer_but_not_shorter(finished_run, tiny_path, capsys):
+    d = finished_run.parent / "d"
+    assert main(train_args(tiny_path, d, finished_run, "--resume", "--max-steps", "3")) == 0
+    steps = [json.loads(line)["step"] for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert json.loads((finished_run / "config.json").read_text())["max_steps"] == 3
+    before = snapshot(finished_run)
+    fails(capsys, train_args(tiny_path, d, finished_run, "--resume", "--max-steps", "2"),
+          "is at step 3, past the 2 steps", "train longer, not shorter")
+    assert snapshot(finished_run) == before

@@ -4,14 +4,14 @@ import json
 from gta.cli import main
 
 
-def test_train_eval_predict(tmp_path, tiny_path, data_dir, capsys):
+def test_train_eval_predict(tmp_path, tiny_path, mech_data, capsys):
     run = tmp_path / "run"
     assert main(["train", "--method", "gta", "--model", tiny_path, "--dataset", "bbc_news", "--data-dir",
-                 str(data_dir), "--train-limit", "8", "--max-steps", "2", "--num-generations", "4",
+                 str(mech_data), "--train-limit", "8", "--max-steps", "2", "--num-generations", "4",
                  "--max-completion-length", "16", "--max-prompt-length", "256", "--no-bf16", "--output", str(run),
                  "--no-progress"]) == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
-    assert main(["eval", str(run), "--dataset", "bbc_news", "--data-dir", str(data_dir), "--test-limit", "8",
+    assert main(["eval", str(run), "--dataset", "bbc_news", "--data-dir", str(mech_data), "--test-limit", "8",
                  "--constrain-answer"]) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 8 and {"accuracy", "f1_weighted", "guess_accuracy", "invalid_format_rate",
@@ -32,20 +32,20 @@ def test_train_eval_predict(tmp_path, tiny_path, data_dir, capsys):
     assert "choose --fast" in capsys.readouterr().err
 
 
-def test_zero_shot_eval_of_a_base_model(tmp_path, tiny_path, data_dir, capsys):
+def test_zero_shot_eval_of_a_base_model(tmp_path, tiny_path, mech_data, capsys):
     out = tmp_path / "zs"
     assert main(["eval", "--model", tiny_path, "--prompt", "think", "--dataset", "emotion", "--data-dir",
-                 str(data_dir), "--test-limit", "6", "--max-new-tokens", "8", "--output", str(out)]) == 0
+                 str(mech_data), "--test-limit", "6", "--max-new-tokens", "8", "--output", str(out)]) == 0
     assert json.loads((out / "eval" / "metrics.json").read_text())["template"] == "think"
     assert "examples/s (full output: think, answer)" in capsys.readouterr().out  # the spans this prompt asks for
     # the direct prompt has no reasoning to constrain an answer after: a user error, before any generation
     assert main(["eval", "--model", tiny_path, "--prompt", "direct", "--constrain-answer", "--dataset", "emotion",
-                 "--data-dir", str(data_dir), "--test-limit", "6", "--output", str(tmp_path / "direct")]) == 2
+                 "--data-dir", str(mech_data), "--test-limit", "6", "--output", str(tmp_path / "direct")]) == 2
     assert "reasons before answering" in capsys.readouterr().err
 
 
-def test_user_errors_exit_2_with_message(tmp_path, data_dir, capsys):
-    assert main(["train", "--model", "no-such-model", "--dataset", "emotion", "--data-dir", str(data_dir),
+def test_user_errors_exit_2_with_message(tmp_path, mech_data, capsys):
+    assert main(["train", "--model", "no-such-model", "--dataset", "emotion", "--data-dir", str(mech_data),
                  "--output", str(tmp_path / "r")]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing"), "hi"]) == 2

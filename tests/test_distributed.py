@@ -16,10 +16,10 @@ ZERO2 = Path(__file__).resolve().parents[1] / "docs" / "zero2.yaml"
 COMPARED = ("loss/rl", "loss/sft", "grad_norm", "reward/total", "conflict/cosine", "conflict/sft_dropped")
 
 
-def run(tmp_path, tiny_path, data_dir, method, procs, launcher="accelerate", extra=(), name=None, expect=""):
+def run(tmp_path, tiny_path, mech_data, method, procs, launcher="accelerate", extra=(), name=None, expect=""):
     out = tmp_path / (name or f"{method}-{procs}")
     args = ["-m", "gta", "train", "--method", method, "--model", tiny_path, "--dataset", "emotion",
-            "--data-dir", str(data_dir), "--train-limit", "16", "--max-steps", "2", "--batch-size", "4",
+            "--data-dir", str(mech_data), "--train-limit", "16", "--max-steps", "2", "--batch-size", "4",
             "--micro-batch-size", "1", "--num-generations", "3", "--num-iterations", "2",
             "--max-completion-length", "10", "--max-prompt-length", "128", "--learning-rate", "1e-4",
             "--no-bf16", "--device", "cpu", "--output", str(out), "--no-progress", *extra]
@@ -48,9 +48,9 @@ def run(tmp_path, tiny_path, data_dir, method, procs, launcher="accelerate", ext
 
 @pytest.mark.parametrize("method,launcher", [("gta", "accelerate"), ("sft", "accelerate"), ("grpo", "accelerate"),
                                              ("gta", "mpi"), ("gta", "accelerate-cpu")])
-def test_two_processes_match_one(tmp_path, tiny_path, data_dir, method, launcher):
-    m1, w1 = run(tmp_path, tiny_path, data_dir, method, 1)
-    m2, w2 = run(tmp_path, tiny_path, data_dir, method, 2, launcher)
+def test_two_processes_match_one(tmp_path, tiny_path, mech_data, method, launcher):
+    m1, w1 = run(tmp_path, tiny_path, mech_data, method, 1)
+    m2, w2 = run(tmp_path, tiny_path, mech_data, method, 2, launcher)
     assert len(m1) == len(m2) == 2
     for a, b in zip(m1, m2):
         for key in COMPARED:
@@ -79,12 +79,12 @@ def test_process_count_of_accelerate_cpu_launch(tmp_path):
     assert cpu_processes_asked(env, tmp_path / "missing") == 0
 
 
-def test_sharded_gradients_match(tmp_path, tiny_path, data_dir):
+def test_sharded_gradients_match(tmp_path, tiny_path, mech_data):
     """ZeRO stage 2 (--shard-gradients), launched with docs/zero2.yaml: each process sums and keeps only its own
     parameters' gradients, and the conflict rule adds the processes' partial dot products; the training
     equals 1 process."""
-    m1, w1 = run(tmp_path, tiny_path, data_dir, "gta", 1)
-    m2, w2 = run(tmp_path, tiny_path, data_dir, "gta", 2, "zero2-config", extra=("--shard-gradients",), name="zero2",
+    m1, w1 = run(tmp_path, tiny_path, mech_data, "gta", 1)
+    m2, w2 = run(tmp_path, tiny_path, mech_data, "gta", 2, "zero2-config", extra=("--shard-gradients",), name="zero2",
                  expect="AdamW states and gradients sharded over 2 processes (ZeRO stage 2)")
     for a, b in zip(m1, m2):
         for key in COMPARED:
@@ -107,12 +107,12 @@ def test_rank_and_world_from_each_launcher():
         _world({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1"})
 
 
-def test_sharded_optimizer_matches_and_resumes(tmp_path, tiny_path, data_dir):
+def test_sharded_optimizer_matches_and_resumes(tmp_path, tiny_path, mech_data):
     """ZeRO stage 1 (--shard-optimizer) over 2 processes: the same training as 1 process, and a run resumed
     from its step-1 checkpoint (AdamW states gathered on save, re-sharded on load) ends with the same weights."""
-    m1, w1 = run(tmp_path, tiny_path, data_dir, "gta", 1)
+    m1, w1 = run(tmp_path, tiny_path, mech_data, "gta", 1)
     flags = ("--shard-optimizer", "--save-every", "1")
-    m2, w2 = run(tmp_path, tiny_path, data_dir, "gta", 2, extra=flags, name="zero",
+    m2, w2 = run(tmp_path, tiny_path, mech_data, "gta", 2, extra=flags, name="zero",
                  expect="AdamW states sharded over 2 processes")
     for a, b in zip(m1, m2):
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
@@ -121,6 +121,6 @@ def test_sharded_optimizer_matches_and_resumes(tmp_path, tiny_path, data_dir):
     out = tmp_path / "zero"
     shutil.rmtree(out / "checkpoints" / "step-000002")
     (out / "checkpoints" / "latest.json").write_text(json.dumps({"step": 1, "path": "step-000001"}))
-    _, w3 = run(tmp_path, tiny_path, data_dir, "gta", 2, extra=(*flags, "--resume"), name="zero")
+    _, w3 = run(tmp_path, tiny_path, mech_data, "gta", 2, extra=(*flags, "--resume"), name="zero")
     for name in w2:
         assert torch.allclose(w2[name], w3[name], atol=1e-7), name

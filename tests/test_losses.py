@@ -61,7 +61,8 @@ def test_group_advantages_normalise_within_groups_and_equal_group_is_zero():
     assert torch.equal(adv[1], torch.zeros(4))
 
 
-def test_sft_loss_sums_span_tokens_and_averages_over_examples():
+def test_sft_loss_sum_reduction_sums_span_tokens_and_averages_over_examples():
     logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -4.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    assert math.isclose(float(sft_loss(logp, mask, num_examples=2)), (3 + 0.5) / 2)
+    assert math.isclose(float(sft_loss(logp, mask, normaliser=2)), (3 + 0.5) / 2, rel_tol=1e-6)  # sum: / examples
+    assert math.isclose(float(sft_loss(logp, mask, normaliser=3)), (3 + 0.5) / 3, rel_tol=1e-6)  # mean: / target tokens

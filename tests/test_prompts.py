@@ -31,10 +31,12 @@ def test_parser_rejects_malformed(bad):
     assert not parse(bad, "gta").exact
 
 
-def test_malformed_output_still_exposes_spans_for_logging_but_gets_no_reward():
-    p = parse("<guess>sport</guess> blah <answer>sport</answer>", "gta")
-    assert not p.exact and p.guess == "sport" and p.answer == "sport"
-    assert reward("<guess>sport</guess> blah <answer>sport</answer>", "sport", "gta")["total"] == 0
+def test_malformed_output_exposes_its_last_spans_and_earns_accuracy_but_not_format():
+    out = "<guess>tech</guess> blah <guess>sport</guess> <answer>tech</answer> then <answer>sport</answer>"
+    p = parse(out, "gta")
+    assert not p.exact and p.guess == "sport" and p.answer == "sport"  # the last span of each
+    assert reward(out, "sport", "gta") == {"total": 1.0, "format": 0.0, "accuracy": 1.0, "guess": 1.0}
+    assert parse("<answer>sport", "direct").answer is None  # unclosed: no span
 
 
 def test_label_match_ignores_case_and_whitespace_only():
@@ -50,7 +52,11 @@ def test_rewards_parts_and_total():
     assert reward(wrong, "sport", "gta") == {"total": 1.0, "format": 1.0, "accuracy": 0.0, "guess": 1.0}
     assert reward("<think>x</think><answer>SPORT</answer>", "sport", "think") == {
         "total": 2.0, "format": 1.0, "accuracy": 1.0}
-    assert reward("<answer>sport</answer> extra", "sport", "direct")["total"] == 0.0
+    assert reward("<answer>sport</answer> extra", "sport", "direct") == {"total": 1.0, "format": 0.0, "accuracy": 1.0}
+    # eqs. 2-4: format and accuracy are independent; the worked example of the audit
+    assert reward("<think>x</think><answer>joy</answer> extra", "joy", "think") == {
+        "total": 1.0, "format": 0.0, "accuracy": 1.0}
+    assert reward("<think>x</think>joy", "joy", "think")["accuracy"] == 0.0  # no answer span
 
 
 def test_prompt_lists_labels_ends_with_primed_tag_and_truncates(tokenizer):

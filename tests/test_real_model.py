@@ -8,8 +8,8 @@ from gta.config import TrainConfig
 from gta.trainer import Trainer
 
 
-def test_short_gta_run_on_smollm2(tmp_path, data_dir):
-    cfg = TrainConfig(method="gta", model="smollm2-135m", dataset="emotion", data_dir=str(data_dir), train_limit=6,
+def test_short_gta_run_on_smollm2(tmp_path, mech_data):
+    cfg = TrainConfig(method="gta", model="smollm2-135m", dataset="emotion", data_dir=str(mech_data), train_limit=6,
                       max_steps=1, batch_size=2, micro_batch_size=2, num_generations=2, num_iterations=1,
                       max_completion_length=16, output=str(tmp_path / "run"), learning_rate=1e-5)
     t = Trainer(cfg, progress=False)

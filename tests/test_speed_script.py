@@ -13,11 +13,11 @@ from gta.trainer import bf16_supported
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_speed_script_writes_every_figure_in_this_cpus_precision(tmp_path, data_dir, smol_path):
+def test_speed_script_writes_every_figure_in_this_cpus_precision(tmp_path, mech_data, smol_path):
     out = tmp_path / "speed.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--prompts", "1", "--generations",
                           "2", "--prompt-tokens", "100", "--new-tokens", "2", "--repeats", "1", "--steps", "0",
-                          "--variable-new-tokens", "2", "--data-dir", str(data_dir), "--json", str(out)],
+                          "--variable-new-tokens", "2", "--data-dir", str(mech_data), "--json", str(out)],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]
     res = json.loads(out.read_text())

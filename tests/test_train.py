@@ -10,8 +10,8 @@ from gta.config import ConfigError, TrainConfig
 from gta.trainer import Trainer
 
 
-def cfg(tmp_path, tiny_path, data_dir, **kw):
-    base = dict(model=tiny_path, dataset="emotion", data_dir=str(data_dir), train_limit=8, max_steps=2,
+def cfg(tmp_path, tiny_path, mech_data, **kw):
+    base = dict(model=tiny_path, dataset="emotion", data_dir=str(mech_data), train_limit=8, max_steps=2,
                 batch_size=2, micro_batch_size=1, num_generations=3, num_iterations=2, max_completion_length=12,
                 max_prompt_length=160, learning_rate=1e-3, bf16=False, output=str(tmp_path / "run"),
                 save_every=1, eval_every=2, eval_limit=4)
@@ -30,8 +30,8 @@ def params(model):
 
 
 @pytest.mark.parametrize("method", ["sft", "grpo", "gta", "gta-rl"])
-def test_smoke_each_method(tmp_path, tiny_path, data_dir, method):
-    c = cfg(tmp_path, tiny_path, data_dir, method=method)
+def test_smoke_each_method(tmp_path, tiny_path, mech_data, method):
+    c = cfg(tmp_path, tiny_path, mech_data, method=method)
     trainer = Trainer(c, progress=False, reward_fn=varied_reward)
     before = params(trainer.model)
     trainer.train()
@@ -68,13 +68,13 @@ def test_smoke_each_method(tmp_path, tiny_path, data_dir, method):
     assert set(out[0]) == {"label", "guess", "think", "output"}
 
 
-def test_gradient_accumulation_equivalence(tmp_path, tiny_path, data_dir):
+def test_gradient_accumulation_equivalence(tmp_path, tiny_path, mech_data):
     """A step of 4 prompts: 2 micro-batches of 2 give the same gradients (g_RL, g_SFT, their combination) as
     1 micro-batch of 4. The gradients handed to the optimizer are compared, before Adam (whose first step is
     lr * sign(g) and would hide or amplify differences)."""
     results = []
     for micro in (2, 4):
-        c = cfg(tmp_path / f"m{micro}", tiny_path, data_dir, method="gta", batch_size=4, micro_batch_size=micro,
+        c = cfg(tmp_path / f"m{micro}", tiny_path, mech_data, method="gta", batch_size=4, micro_batch_size=micro,
                 max_steps=1, eval_every=0)
         t = Trainer(c, progress=False, reward_fn=varied_reward)
         captured = []
@@ -92,8 +92,8 @@ def test_gradient_accumulation_equivalence(tmp_path, tiny_path, data_dir):
         assert ma[key] == pytest.approx(mb[key], rel=1e-5, abs=1e-7), key
 
 
-def test_lora_run_saves_adapter_and_reference_refresh(tmp_path, tiny_path, data_dir):
-    c = cfg(tmp_path, tiny_path, data_dir, method="gta", lora_r=4, ref_sync_steps=1, eval_every=0)
+def test_lora_run_saves_adapter_and_reference_refresh(tmp_path, tiny_path, mech_data):
+    c = cfg(tmp_path, tiny_path, mech_data, method="gta", lora_r=4, ref_sync_steps=1, eval_every=0)
     t = Trainer(c, progress=False, reward_fn=varied_reward)
     t.train()
     ckpt = tmp_path / "run" / "checkpoints" / "step-000002"
@@ -107,14 +107,14 @@ def test_lora_run_saves_adapter_and_reference_refresh(tmp_path, tiny_path, data_
     assert len(adapter) == len(loaded) > 0
 
 
-def test_resume_continues_and_matches_uninterrupted(tmp_path, tiny_path, data_dir):
-    full = Trainer(cfg(tmp_path / "a", tiny_path, data_dir, method="gta", max_steps=3, eval_every=0), progress=False,
+def test_resume_continues_and_matches_uninterrupted(tmp_path, tiny_path, mech_data):
+    full = Trainer(cfg(tmp_path / "a", tiny_path, mech_data, method="gta", max_steps=3, eval_every=0), progress=False,
                    reward_fn=varied_reward)
     full.train()
-    part = Trainer(cfg(tmp_path / "b", tiny_path, data_dir, method="gta", max_steps=3, eval_every=0), progress=False,
+    part = Trainer(cfg(tmp_path / "b", tiny_path, mech_data, method="gta", max_steps=3, eval_every=0), progress=False,
                    reward_fn=varied_reward)
     part.train(until=2)  # as if killed after the step-2 checkpoint
-    resumed = Trainer(cfg(tmp_path / "b", tiny_path, data_dir, method="gta", max_steps=3, eval_every=0),
+    resumed = Trainer(cfg(tmp_path / "b", tiny_path, mech_data, method="gta", max_steps=3, eval_every=0),
                       resume=True, progress=False, reward_fn=varied_reward)
     assert resumed.step == 2
     resumed.train()
@@ -124,10 +124,10 @@ def test_resume_continues_and_matches_uninterrupted(tmp_path, tiny_path, data_di
     assert read(tmp_path / "a") == read(tmp_path / "b")
 
 
-def test_existing_run_folder_is_not_overwritten(tmp_path, tiny_path, data_dir):
-    Trainer(cfg(tmp_path, tiny_path, data_dir, method="sft", max_steps=1, eval_every=0), progress=False).train()
+def test_existing_run_folder_is_not_overwritten(tmp_path, tiny_path, mech_data):
+    Trainer(cfg(tmp_path, tiny_path, mech_data, method="sft", max_steps=1, eval_every=0), progress=False).train()
     with pytest.raises(ConfigError, match="already holds a run"):
-        Trainer(cfg(tmp_path, tiny_path, data_dir, method="sft", max_steps=1, eval_every=0), progress=False)
+        Trainer(cfg(tmp_path, tiny_path, mech_data, method="sft", max_steps=1, eval_every=0), progress=False)
     with pytest.raises(ConfigError, match="changed config"):
-        Trainer(cfg(tmp_path, tiny_path, data_dir, method="sft", max_steps=1, eval_every=0, learning_rate=0.5),
+        Trainer(cfg(tmp_path, tiny_path, mech_data, method="sft", max_steps=1, eval_every=0, learning_rate=0.5),
                 resume=True, progress=False)

@@ -45,7 +45,8 @@ class Classifier:
 
     def predict(self, texts: list[str] | str, explain: bool = False, fast: bool = False, progress: bool = False,
                 constrain_answer: bool = False):
-        """Labels (None where the output is not exactly in format or names no known label); with
+        """Labels (None where the output has no `<answer>` span naming a known label: the last one is read,
+        as the accuracy reward reads it, in format or not); with
         explain=True, dicts with label, guess, think and the raw output. fast=True stops after the guess
         (gta) or answer (sft) span, the label constrained to the label set: no reasoning, and no decoding of it
         (the prompt's prefill remains, so the gain grows with the length of the reasoning).
@@ -57,6 +58,10 @@ class Classifier:
             check_reasons_first(self.template)  # before generating, not after
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"text {i} is {'empty' if isinstance(t, str) else type(t).__name__}; "
+                                 "give a non-empty string to classify")
         prompt_texts, _ = prompts.make_prompts(self.tokenizer, texts, self.labels, self.template, self.max_prompt_length)
         if fast:
             if self.template not in FAST_CLOSING:
@@ -75,7 +80,7 @@ class Classifier:
         results = []
         for i, out in enumerate(outputs):
             p = prompts.parse(prompts.prime(self.template) + out, self.template)
-            label = canonical_label(p.answer, self.labels) if p.exact else INVALID
+            label = canonical_label(p.answer, self.labels)
             label = picked[i] if constrain_answer else (None if label == INVALID else label)
             results.append({"label": label, "guess": p.guess, "think": p.think, "output": out} if explain else label)
         return results[0] if single else results

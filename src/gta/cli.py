@@ -83,6 +83,9 @@ def cmd_predict(args) -> None:
     from .classifier import Classifier
 
     texts = list(args.texts)
+    empty = [i for i, t in enumerate(texts, 1) if not t.strip()]
+    if empty:
+        raise ConfigError(f"text {empty[0]} of the command line is empty; give text to classify")
     if args.file:
         texts += [line.rstrip("\n") for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
@@ -98,6 +101,14 @@ def cmd_predict(args) -> None:
             print(f"label: {result['label']}\nguess: {result['guess']}\nthink: {result['think']}\n")
         else:
             print(result if result is not None else "<invalid>")
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+
+    pngs, text = write_report(args.run_dir, args.output)
+    print(text)
+    print(f"[gta] wrote {len(pngs)} plots and summary.txt in {args.output or Path(args.run_dir) / 'report'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reason as usual, then constrain the answer to the label set")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="plot a run's metrics (PNG files) and print a short summary", allow_abbrev=False)
+    p.add_argument("run_dir")
+    p.add_argument("--output", default=None, help="folder for the plots (default RUN_DIR/report)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -57,6 +57,10 @@ class TrainConfig:
     lambda1: float = _f(1.0, "lambda1: weight of the guess SFT loss")
     lambda2: float = _f(1.0, "lambda2: weight of the RL loss")
     conflict: str = _f("drop", "drop (paper eq. 11) | project (PCGrad) | none", choices=("drop", "project", "none"))
+    sft_reduction: str = _f("mean", "the SFT loss (gta's guess, the sft baseline's label): mean = summed target-token "
+                                    "NLL / the step's target tokens (HF cross-entropy, -100 masking: the paper's); "
+                                    "sum = summed over each example's tokens, averaged over examples",
+                            choices=("mean", "sum"))
     # logging, evaluation, checkpoints
     eval_every: int = _f(0, "evaluate on a validation subset every N steps (0 = never)")
     eval_limit: int = _f(64, "size of that validation subset")
@@ -76,6 +80,26 @@ class TrainConfig:
         for name in ("batch_size", "micro_batch_size", "num_generations", "num_iterations", "max_completion_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        checks = [  # (field, value is valid, what it must be); `not x > 0` also catches NaN
+            ("learning_rate", self.learning_rate > 0, "> 0"), ("epochs", self.epochs > 0, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"), ("max_grad_norm", self.max_grad_norm >= 0, ">= 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"), ("epsilon", self.epsilon >= 0, ">= 0"),
+            ("beta", self.beta >= 0, ">= 0"), ("lambda1", self.lambda1 >= 0, ">= 0"),
+            ("lambda2", self.lambda2 >= 0, ">= 0"), ("lora_r", self.lora_r >= 0, ">= 0"),
+            ("ref_sync_steps", self.ref_sync_steps >= 0, ">= 0"), ("eval_every", self.eval_every >= 0, ">= 0"),
+            ("eval_limit", self.eval_limit >= 1, ">= 1"), ("save_every", self.save_every >= 1, ">= 1"),
+            ("keep_checkpoints", self.keep_checkpoints >= 0, ">= 0"), ("log_every", self.log_every >= 1, ">= 1"),
+            ("max_prompt_length", self.max_prompt_length >= 1, ">= 1"),
+            ("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1"),
+            ("train_limit", self.train_limit is None or self.train_limit >= 1, ">= 1"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
+        if self.sft_reduction not in ("mean", "sum"):
+            raise ConfigError(f"unknown --sft-reduction {self.sft_reduction!r}; choose mean or sum")
+        if not self.temperature > 0:
+            raise ConfigError(f"--temperature must be > 0 (rollouts sample from softmax(z / T)), got {self.temperature}")
         if self.method != "sft" and self.num_generations < 2:
             raise ConfigError("--num-generations must be >= 2: GRPO normalises rewards within a group")
         if self.batch_size % self.micro_batch_size:

@@ -21,7 +21,7 @@ def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
 
 def combine(
     g_sft: list[torch.Tensor], g_rl: list[torch.Tensor], lambda1: float, lambda2: float, mode: str = "drop",
-    sum_across=None,
+    sum_across=None, rl_signal: bool = True,
 ) -> tuple[list[torch.Tensor], dict[str, float]]:
     """Return the gradient to apply (written into g_rl's tensors) and {cosine, sft_dropped, projected, norm_sft,
     norm_rl}, the norms being those of g_SFT and g_RL before the rule.
@@ -31,9 +31,11 @@ def combine(
         then apply lambda1 g_SFT' + lambda2 g_RL.
     none: always lambda1 g_SFT + lambda2 g_RL.
 
-    A zero g_RL (every group had equal rewards and the policy equals the reference) has no direction to
-    conflict with: the step applies lambda1 g_SFT. Read literally, eq. 11 would drop SFT there (the dot
-    is 0), and GTA could not learn in exactly the early phase the guess is meant to speed up.
+    rl_signal=False: no group of the step had rewards that differ, so every advantage is 0 and g_RL is only the
+    KL term's gradient (or float noise). It has no RL direction to conflict with: the step applies
+    lambda1 g_SFT + lambda2 g_RL, logged as not dropped. Read literally, eq. 11 would let the sign of that
+    noise veto SFT, and GTA could not learn in exactly the early phase the guess is meant to speed up. The
+    decision comes from the rewards, not from g_RL being exactly 0, which float rounding decides.
     """
     if mode not in MODES:
         raise ValueError(f"unknown conflict mode {mode!r}; choose one of {MODES}")
@@ -46,10 +48,10 @@ def combine(
     cosine = float(dot / (n_sft * n_rl)) if n_sft > 0 and n_rl > 0 else 0.0
     dropped = projected = False
     # The result is built in place in g_rl's tensors (no 135M-parameter temporaries).
-    if mode == "drop" and dot <= 0 and n_rl > 0:
+    if mode == "drop" and rl_signal and dot <= 0 and n_rl > 0:
         dropped = True
         torch._foreach_mul_(g_rl, lambda2)
-    elif mode == "project" and dot < 0 and n_rl > 0:
+    elif mode == "project" and rl_signal and dot < 0 and n_rl > 0:
         projected = True
         coef = float(dot / (n_rl * n_rl))
         # lambda1 (g_sft - coef g_rl) + lambda2 g_rl = lambda1 g_sft + (lambda2 - lambda1 coef) g_rl
@@ -59,4 +61,4 @@ def combine(
         torch._foreach_mul_(g_rl, lambda2)
         torch._foreach_add_(g_rl, g_sft, alpha=lambda1)
     return g_rl, {"cosine": cosine, "sft_dropped": float(dropped), "projected": float(projected),
-                  "norm_sft": float(n_sft), "norm_rl": float(n_rl)}
+                  "norm_sft": float(n_sft), "norm_rl": float(n_rl), "rl_signal": rl_signal}

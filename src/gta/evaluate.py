@@ -1,5 +1,6 @@
-"""Evaluation: greedy decoding, accuracy and weighted F1 of the answer (and of the guess for GTA),
-invalid-format rate, per-class table and confusion matrix."""
+"""Evaluation: greedy decoding, accuracy and weighted F1 of the answer (and of the guess for GTA), read as the
+accuracy reward reads it (the last `<answer>` span), the exact-format rate beside it, per-class table and
+confusion matrix."""
 from __future__ import annotations
 
 import json
@@ -25,9 +26,11 @@ def canonical_label(pred: str | None, labels: list[str]) -> str:
 def generate_texts(model, tokenizer, prompt_texts: list[str], max_new_tokens: int, bf16: bool,
                    batch_size: int = 8, progress: bool = True, desc: str = "generating") -> list[str]:
     """Greedy completions (without the primed tag), batched by prompt length to limit padding."""
+    from .models import stop_token_ids
+
     device = next(model.parameters()).device
     model.eval()
-    stop = sorted({tokenizer.eos_token_id, tokenizer.pad_token_id})
+    stop = stop_token_ids(tokenizer, model)
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
     out: list[str] = [""] * len(prompt_texts)
     for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, dynamic_ncols=True):
@@ -109,18 +112,23 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
     seconds = time.perf_counter() - t0
     records, gold, answer, guess = [], [], [], []
     for ex, out in zip(examples, outputs):
+        # Scored as the accuracy reward scores it: by the last <answer> span (INVALID without one, or if it names
+        # no label), whatever the rest of the output; the exact-format rate is reported beside it.
         p = prompts.parse(prompts.prime(template) + out, template)
-        ans = canonical_label(p.answer, labels) if p.exact else INVALID
-        records.append({"text": ex.text, "gold": ex.label, "guess": p.guess, "think": p.think, "answer": p.answer,
-                        "exact_format": p.exact, "correct": ans == ex.label, "output": out})
-        gold.append(ex.label)
+        ans, g = canonical_label(p.answer, labels), canonical_label(ex.label, labels)  # the train set's spelling
+        records.append({"text": ex.text, "gold": g, "guess": p.guess, "think": p.think, "answer": p.answer,
+                        "exact_format": p.exact, "correct": ans == g, "output": out})
+        gold.append(g)
         answer.append(ans)
-        guess.append(canonical_label(p.guess, labels) if p.exact else INVALID)
+        guess.append(canonical_label(p.guess, labels))
+    exact = sum(r["exact_format"] for r in records) / max(1, len(records))
     metrics = {
         "n": len(examples),
         "accuracy": accuracy_score(gold, answer),
         "f1_weighted": f1_score(gold, answer, labels=labels, average="weighted", zero_division=0),
-        "invalid_format_rate": sum(not r["exact_format"] for r in records) / max(1, len(records)),
+        "exact_format_rate": exact,
+        "invalid_format_rate": 1 - exact if records else 0.0,
+        "invalid_rate": answer.count(INVALID) / max(1, len(answer)),  # no <answer> span naming a label
         "truncated_texts": truncated,
         "examples_per_s": len(examples) / seconds if seconds > 0 else None,
         "per_class": classification_report(gold, answer, labels=labels, output_dict=True, zero_division=0),
@@ -157,8 +165,10 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
 def format_report(metrics: dict) -> str:
     template = prompts.TEMPLATES.get(metrics.get("template"))  # the spans of the full output, e.g. think, answer
     spans = ", ".join(re.findall(r"<(\w+)>", template[1])) if template else "as generated"
+    exact = metrics.get("exact_format_rate", 1 - metrics["invalid_format_rate"])
+    invalid = f"   no label answered {metrics['invalid_rate']:.1%}" if "invalid_rate" in metrics else ""
     lines = [f"accuracy {metrics['accuracy']:.4f}   weighted F1 {metrics['f1_weighted']:.4f}   "
-             f"invalid format {metrics['invalid_format_rate']:.1%}   n={metrics['n']}   "
+             f"exact format {exact:.1%}{invalid}   n={metrics['n']}   "
              f"{metrics['examples_per_s']:.2f} examples/s (full output: {spans})"]
     if "fast" in metrics:
         f = metrics["fast"]

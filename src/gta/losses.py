@@ -61,7 +61,9 @@ def grpo_loss(
     return loss, stats
 
 
-def sft_loss(logp: torch.Tensor, target_mask: torch.Tensor, num_examples: int) -> torch.Tensor:
-    """Cross-entropy of eq. 1: -sum_{t in span} log P(y_t | y_<t, x) per example, averaged over the
-    examples of the optimizer step. logp, target_mask: (B, T); tokens outside the span are masked."""
-    return -(logp * target_mask).sum() / num_examples
+def sft_loss(logp: torch.Tensor, target_mask: torch.Tensor, normaliser: int) -> torch.Tensor:
+    """Cross-entropy of eq. 1 on the target span, -sum_{t in span} log P(y_t | y_<t, x), divided by `normaliser`:
+    the optimizer step's number of target tokens (reduction "mean": Hugging Face cross-entropy with -100 masking,
+    which the paper uses) or of examples (reduction "sum": each example's summed NLL, averaged over examples).
+    logp, target_mask: (B, T); tokens outside the span are masked."""
+    return -(logp * target_mask).sum() / normaliser

@@ -96,6 +96,16 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     return tokenizer
 
 
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """The tokens that end a completion: the tokenizer's eos and pad, and every id of the model's
+    `generation_config.eos_token_id` (an int or a list): Llama-3-style chat models end a turn with a token
+    (`<|eot_id|>`) that is not the tokenizer's eos (`<|end_of_text|>`)."""
+    ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    return sorted(i for i in ids if i is not None)
+
+
 def load_model(
     name: str,
     device: str | torch.device = "cpu",

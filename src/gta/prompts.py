@@ -2,7 +2,7 @@
 
 Every template asks for a tagged output and the assistant turn is *primed* with its first tag
 (`<guess>`, `<think>` or `<answer>`), for every method alike: SmolLM2-135M follows the tag format
-0/32 times zero-shot without priming and 5/32 with it (../shared/NOTES.md), so without priming most
+0/32 times zero-shot without priming and 5/32 with it (README, "Choices"), so without priming most
 GRPO groups would start with equal rewards. The primed tag is part of the prompt tokens and counts as
 the start of the completion when parsing.
 """
@@ -90,34 +90,38 @@ def target_ids(tokenizer, label: str, closing: str) -> list[int]:
     return label_tokens(tokenizer, label, closing) + ([tokenizer.eos_token_id] if closing == "</answer>" else [])
 
 
+def last_span(output: str, tag: str) -> str | None:
+    """The text inside the last `<tag>...</tag>` of `output` (stripped), or None if it has none: the last
+    closing tag and the last opening tag before it."""
+    end = output.rfind(f"</{tag}>")
+    start = output.rfind(f"<{tag}>", 0, end) if end >= 0 else -1
+    return output[start + len(tag) + 2:end].strip() if start >= 0 else None
+
+
 @dataclass
 class Parsed:
-    guess: str | None
+    guess: str | None  # the label of the guess span: the last <guess>...</guess> (gta templates)
     think: str | None
-    answer: str | None
+    answer: str | None  # the label of the answer: the last <answer>...</answer>, whatever the rest of the output
     exact: bool  # the whole output is exactly the template's tag structure, nothing before or after
 
 
 def parse(output: str, template: str) -> Parsed:
     """Parse a completion *including* its primed first tag. Never raises.
 
-    Exact format: the tags appear once each, in order, nothing but whitespace outside them, no tag
-    inside a span, and the guess/answer spans are non-empty.
+    Exact format (the format reward, eq. 2): the tags appear once each, in order, nothing but whitespace outside
+    them, no tag inside a span, and the guess/answer spans are non-empty. The spans are read whatever the format
+    (the accuracy reward, eq. 3, is independent of it): each is the text inside the last pair of its tags.
     """
     if not isinstance(output, str):
         return Parsed(None, None, None, False)
     m = _PATTERNS[template].fullmatch(output)
-    if m is None:
-        # Not exact: still extract what we can for logging (first answer/guess span), never for reward.
-        spans = {tag: re.search(rf"<{tag}>(.*?)</{tag}>", output, re.S) for tag in ("guess", "think", "answer")}
-        got = {t: (s.group(1).strip() if s else None) for t, s in spans.items()}
-        return Parsed(got["guess"], got["think"], got["answer"], False)
-    groups = list(m.groups())
-    names = {"gta": ("guess", "think", "answer"), "think": ("think", "answer"), "direct": ("answer",)}[template]
-    got = dict(zip(names, (g.strip() for g in groups)))
-    exact = (all(_TAG.search(g) is None for g in groups)
-             and all(got[k] for k in names if k != "think"))
-    return Parsed(got.get("guess"), got.get("think"), got.get("answer"), exact)
+    exact = False
+    if m is not None:
+        names = {"gta": ("guess", "think", "answer"), "think": ("think", "answer"), "direct": ("answer",)}[template]
+        got = dict(zip(names, (g.strip() for g in m.groups())))
+        exact = all(_TAG.search(g) is None for g in m.groups()) and all(got[k] for k in names if k != "think")
+    return Parsed(last_span(output, "guess"), last_span(output, "think"), last_span(output, "answer"), exact)
 
 
 def label_matches(predicted: str | None, gold: str) -> bool:

@@ -62,10 +62,11 @@ def autocast(device: torch.device, bf16: bool):
 
 
 def attention_backend(device: torch.device):
-    """On CPU, with gradients: SDPA's math kernel (batched matmuls) instead of its flash kernel, whose CPU
-    backward cost about 12x its forward in a profile of one update micro-batch here (2.5 of 11 s). Same
-    attention, a different kernel; `benchmarks/attention_kernel.py` times both. CUDA keeps its fused kernels."""
-    if device.type != "cpu" or not torch.is_grad_enabled():
+    """On CPU, every log-prob pass (policy, behaviour, reference, SFT targets) runs SDPA's math kernel (batched
+    matmuls): its backward is far cheaper than the flash kernel's on CPU (`benchmarks/attention_kernel.py`,
+    docs/speed.md), and the no-grad reference pass must use the same kernel as the policy pass, or identical
+    weights give log-probs that differ by float rounding (a noise-level KL gradient). CUDA keeps its fused kernels."""
+    if device.type != "cpu":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -111,11 +112,12 @@ class _ReservedLayer(DynamicLayer):
 
 
 def uniforms(n: int, generator: torch.Generator | list[torch.Generator] | None, device) -> torch.Tensor:
-    """n uniform numbers, (n, 1); with a list of generators (one per prompt, its rows consecutive) each
+    """n uniform float64 numbers, (n, 1); with a list of generators (one per prompt, its rows consecutive) each
     prompt's numbers come from its own generator, so they do not depend on which prompts share the batch."""
+    kw = dict(dtype=torch.float64, device=device)
     if isinstance(generator, list):
-        return torch.cat([torch.rand((n // len(generator), 1), generator=g, device=device) for g in generator])
-    return torch.rand((n, 1), generator=generator, device=device)
+        return torch.cat([torch.rand((n // len(generator), 1), generator=g, **kw) for g in generator])
+    return torch.rand((n, 1), generator=generator, **kw)
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float,
@@ -124,12 +126,13 @@ def sample_tokens(logits: torch.Tensor, temperature: float,
     """Sample one token per row from softmax(logits / T), (N, V) -> (N,); T = 0 means greedy.
     `u`: the rows' uniform numbers, (N, 1), if already drawn; otherwise drawn from `generator` (`uniforms`).
 
-    Inverse-CDF sampling (cumsum + searchsorted): the same distribution as torch.multinomial, about 20x
-    faster at V = 49,152 on this CPU (35 ms vs 1.5 ms a step at N = 32, ../shared/NOTES.md).
+    Inverse-CDF sampling (cumsum + searchsorted): the same distribution as torch.multinomial and much faster at
+    a 49k vocabulary on CPU (docs/speed.md). In float64, probabilities, cumsum and uniforms alike: a float32 cdf
+    rounds near 1 and makes every token with a probability below about half its ulp (3e-8) impossible to draw.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(dim=-1)  # (N, V)
+    cdf = torch.softmax(logits.double() / temperature, dim=-1).cumsum(dim=-1)  # (N, V)
     if u is None:
         u = uniforms(logits.shape[0], generator, logits.device)
     return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp(max=logits.shape[-1] - 1)
@@ -196,8 +199,9 @@ def length_chunks(lengths: torch.Tensor, rows_per_chunk: int) -> list[torch.Tens
 
 
 def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.Tensor, torch.Tensor, int]],
-                           bf16: bool = False, rows_per_chunk: int = 8) -> list[torch.Tensor]:
-    """Log-probs of suffix tokens given their prompt, with the prompt computed once.
+                           bf16: bool = False, rows_per_chunk: int = 8, temperature: float = 1.0) -> list[torch.Tensor]:
+    """Log-probs of suffix tokens given their prompt, with the prompt computed once, under log_softmax(z / T):
+    the distribution the rollouts sampled from (`temperature`, as TRL does), for the ratio and the KL alike.
 
     suffixes: [(ids (B*k, L), mask (B*k, L), k)], k rows per prompt (G completions, or 1 guess target), each
     row's valid tokens first (right padding). Returns [(B*k, L) float32 log-probs] (0 where mask is 0).
@@ -231,7 +235,7 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
                     rest = model(input_ids=c_ids[:, :-1], attention_mask=attn, position_ids=pos,
                                  use_cache=True, **{CACHE: cache}).logits  # tokens 0..w-2 predict 1..w-1
                     logits = torch.cat([logits, rest], dim=1)  # (n, w, V)
-                logp = token_logprobs(logits, c_ids) * c_mask
+                logp = token_logprobs(logits, c_ids, temperature) * c_mask
                 pieces.append(torch.nn.functional.pad(logp, (0, L - width)))
                 order.append(rows)
             inverse = torch.empty(N, dtype=torch.long, device=device)
@@ -286,9 +290,9 @@ def packed_suffix_logprobs(model, prompts: Prompts, suffixes: list[list[int]], b
     return torch.zeros(B, len(suffixes), device=device).index_add_(1, owner, logp)
 
 
-def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[ids] in float32 without materialising the full log-softmax, (N, L)."""
-    logits = logits.float()
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T)[ids] in float32 without materialising the full log-softmax, (N, L)."""
+    logits = logits.float() if temperature == 1 else logits.float() / temperature
     return logits.gather(-1, ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 

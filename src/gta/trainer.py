@@ -30,11 +30,12 @@ from tqdm.auto import tqdm
 from . import checkpoint, data, distributed, losses, prompts, rollout
 from .config import ConfigError, TrainConfig, write_json_atomic
 from .conflict import combine
-from .models import load_model, load_tokenizer
+from .models import load_model, load_tokenizer, stop_token_ids
 from .rewards import reward
 
-# Config fields that may change on --resume without changing the result of the steps already taken.
-RESUMABLE_CHANGES = {"eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every"}
+# Config fields that may change on --resume without changing the steps already taken. max_steps and epochs may
+# grow (train longer: the learning-rate schedule then decays over the new total from the resumed step on).
+RESUMABLE_CHANGES = {"eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -103,12 +104,14 @@ class Trainer:
         if truncated:
             print(f"[gta] {truncated} of {len(self.prompts)} training texts were cut to fit "
                   f"--max-prompt-length {cfg.max_prompt_length}")
-        self.stop_ids = sorted({self.tokenizer.eos_token_id, self.tokenizer.pad_token_id})
 
         # Model, optimizer, schedule
         self.model = load_model(cfg.model, self.device, cfg.lora_r, cfg.lora_alpha,
                                 trust_remote_code=cfg.trust_remote_code)
-        self.model.train()
+        self.stop_ids = stop_token_ids(self.tokenizer, self.model)
+        # RL methods run every forward (rollout, policy, behaviour, reference, guess) without dropout, as TRL does:
+        # dropout would make the ratio pi_theta / pi_old noisy. The sft baseline trains as usual SFT does.
+        self.model.train(not cfg.uses_rl)
         # With bf16, rollouts run on a bf16 copy of the policy, refreshed before each rollout (one copy of the
         # weights): decoding with bf16 weights is faster than fp32 weights under autocast, which re-casts every
         # weight at every decoded token. The update pass keeps fp32 master weights under autocast.
@@ -147,10 +150,13 @@ class Trainer:
         # for full fine-tuning and LoRA (there the reference is base + the adapter at the last refresh).
         self.reference = [p.detach().clone() for p in self.params] if cfg.uses_rl and cfg.beta != 0 else None
 
+        self._targets: dict[tuple[int, str], list[int]] = {}
         self.step = 0
         self._order: tuple[int, list[int]] = (-1, [])
         if resume and checkpoint.latest(self.run_dir) is not None:
             self._resume()
+            if self.dist.is_main:  # the settings that may change on resume (e.g. a longer run) are the run's now
+                cfg.save(self.run_dir / "config.json")
         elif self.dist.is_main:
             cfg.save(self.run_dir / "config.json")
             write_json_atomic(self.run_dir / "labels.json", self.labels)
@@ -178,6 +184,9 @@ class Trainer:
         path = checkpoint.latest(self.run_dir)
         checkpoint.load_weights(self.model, path)
         self.step, ref = checkpoint.load_training_state(path, self.optimizer, self.scheduler)
+        if self.step > self.total_steps:
+            raise ConfigError(f"{self.run_dir} is at step {self.step}, past the {self.total_steps} steps of --max-steps/"
+                              "--epochs; --resume can train longer, not shorter")
         if self.reference is not None and ref is not None:
             self.reference = [ref[n].to(self.device) for n in self.names]
         # Drop metrics logged after the checkpoint (those steps run again) and a line cut short by a kill.
@@ -241,11 +250,24 @@ class Trainer:
     def sync_sampler(self):
         """The model to sample from: the policy itself, or its bf16 copy brought up to date."""
         if self.sampler is self.model:
-            self.model.eval()
+            self.model.eval()  # RL methods never leave eval mode (no dropout); evaluate() restores the sft mode
         else:
             for s, p in zip(self.sampler.parameters(), self.model.parameters()):
                 s.copy_(p)
         return self.sampler
+
+    def target(self, i: int, closing: str) -> list[int]:
+        """The supervised target of training example i: sft's `label</answer>` + end of turn, gta's guess."""
+        key = (i, closing)
+        if key not in self._targets:
+            self._targets[key] = prompts.target_ids(self.tokenizer, self.train_examples[i].label, closing)
+        return self._targets[key]
+
+    def sft_normaliser(self, idx: list[int], closing: str) -> int:
+        """What the step's summed target NLL is divided by (--sft-reduction): mean, the number of target tokens
+        of the whole step (all micro-batches and processes: `idx` is the whole step's prompts), as Hugging Face
+        cross-entropy with -100 masking averages them; sum, the number of examples."""
+        return sum(len(self.target(i, closing)) for i in idx) if self.cfg.sft_reduction == "mean" else len(idx)
 
     def encode(self, ids: list[int]) -> rollout.Prompts:
         return rollout.encode_prompts(self.tokenizer, [self.prompts[i] for i in ids], self.device)
@@ -285,17 +307,18 @@ class Trainer:
 
     # ---------------------------------------------------------------- the steps
     def sft_step(self, idx: list[int]) -> dict:
-        cfg, B = self.cfg, len(idx)  # B: prompts in the whole step (all processes)
+        cfg = self.cfg
+        normaliser = self.sft_normaliser(idx, "</answer>")  # idx: the whole step's prompts (all processes)
         idx, _ = self.local(idx)
         grads = self.new_grads()
         loss_sum, tokens = 0.0, 0
         for start in range(0, len(idx), cfg.micro_batch_size):
             mb = idx[start:start + cfg.micro_batch_size]
             targets, tmask = rollout.pad_right(
-                [prompts.target_ids(self.tokenizer, self.train_examples[i].label, "</answer>") for i in mb],
+                [self.target(i, "</answer>") for i in mb],
                 self.tokenizer.pad_token_id, self.device)
             logp = rollout.sequence_logprobs(self.model, self.encode(mb), targets, tmask, self.bf16)
-            loss = losses.sft_loss(logp, tmask, B)
+            loss = losses.sft_loss(logp, tmask, normaliser)
             self.add_grads(grads, torch.autograd.grad(loss, self.params, allow_unused=True))
             loss_sum += float(loss.detach())
             tokens += int(tmask.sum())
@@ -305,6 +328,7 @@ class Trainer:
     def rl_step(self, idx: list[int], step: int) -> dict:
         cfg, tok, G, B = self.cfg, self.tokenizer, self.cfg.num_generations, len(idx)  # B: the whole step's prompts
         gta = cfg.method == "gta"
+        sft_normaliser = self.sft_normaliser(idx, "</guess>") if gta else 1
         idx, positions = self.local(idx)
         Bl = len(idx)  # prompts of this process
         metrics: dict[str, float] = {}
@@ -314,7 +338,6 @@ class Trainer:
         batch = self.encode(idx)
         completions, cmask = rollout.generate(self.sync_sampler(), batch, G, cfg.max_completion_length, self.stop_ids,
                                               tok.pad_token_id, cfg.temperature, self.generators(step, positions))
-        self.model.train()
         metrics["rollout_s"] = time.perf_counter() - t0
         rows = [c[: int(m.sum())] for c, m in zip(completions.tolist(), cmask)]  # valid tokens of each row
         texts = [prompts.prime(self.template) + tok.decode(r, skip_special_tokens=True) for r in rows]
@@ -327,8 +350,11 @@ class Trainer:
         if self.template == "gta":
             metrics["guess/accuracy"] = sum(p["guess"] for p in parts) / len(parts)
         rewards = torch.tensor([p["total"] for p in parts], dtype=torch.float32).view(Bl, G)
-        # groups whose rewards differ: only they carry an advantage (the others' RL gradient is the KL term alone)
-        metrics["groups/informative"] = float((rewards.std(dim=1) > 0).float().mean())
+        # groups whose rewards differ: only they carry an advantage (the others' RL gradient is the KL term alone).
+        # With none in the whole step (all processes), g_RL has no direction for the conflict rule to test.
+        informative = (rewards.std(dim=1) > 0).double().sum()
+        metrics["groups/informative"] = float(informative) / Bl
+        rl_signal = bool(self.dist.sum_scalars(informative.reshape(1)) > 0)
 
         # 4. advantages, (B, G) -> (B*G,)
         advantages = losses.group_advantages(rewards).view(-1).to(self.device)
@@ -351,9 +377,8 @@ class Trainer:
                   "cmask": cmask[rs, :width], "rl_mask": rl_mask[rs, :width], "adv": advantages[rs],
                   "lengths": lengths[rs]}
             if gta:
-                mb["guess"] = rollout.pad_right([prompts.target_ids(tok, self.train_examples[i].label, "</guess>")
-                                                 for i in idx[s:s + cfg.micro_batch_size]], tok.pad_token_id,
-                                                self.device)
+                mb["guess"] = rollout.pad_right([self.target(i, "</guess>") for i in idx[s:s + cfg.micro_batch_size]],
+                                                tok.pad_token_id, self.device)
             micro.append(mb)
 
         # 6. reference log-probs (no grad)
@@ -361,7 +386,8 @@ class Trainer:
             with torch.no_grad(), self.reference_weights():
                 for mb in micro:
                     mb["ref"], = rollout.shared_prefix_logprobs(
-                        self.model, mb["prompts"], [(mb["ids"], mb["cmask"], G)], self.bf16)
+                        self.model, mb["prompts"], [(mb["ids"], mb["cmask"], G)], self.bf16,
+                        temperature=cfg.temperature)
 
         # 7. mu optimizer updates on this batch of rollouts
         totals = {"loss/rl": 0.0, "loss/sft": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0,
@@ -377,7 +403,7 @@ class Trainer:
             kl_sum = clipped = tokens = 0.0
             for mb in micro:
                 logp, = rollout.shared_prefix_logprobs(self.model, mb["prompts"], [(mb["ids"], mb["cmask"], G)],
-                                                       self.bf16)
+                                                       self.bf16, temperature=cfg.temperature)
                 if it == 0:  # the behaviour policy: parameters before this batch's first update
                     mb["old"] = logp.detach()
                 l_rl, st = losses.grpo_loss(logp, mb["old"], mb.get("ref"), mb["adv"], mb["rl_mask"],
@@ -386,7 +412,7 @@ class Trainer:
                 if gta:  # the guess target in a forward of its own, so the RL graph is freed by its backward
                     t1 = time.perf_counter()  # rather than kept for a second one (docs/speed.md: -0.8 GiB peak)
                     guess_logp = rollout.sequence_logprobs(self.model, mb["prompts"], *mb["guess"], self.bf16)
-                    l_sft = losses.sft_loss(guess_logp, mb["guess"][1], num_examples=B)
+                    l_sft = losses.sft_loss(guess_logp, mb["guess"][1], sft_normaliser)
                     self.add_grads(g_sft, torch.autograd.grad(l_sft, self.params, allow_unused=True))
                     totals["loss/sft"] += float(l_sft.detach()) / cfg.num_iterations
                     guess_s += time.perf_counter() - t1
@@ -402,7 +428,8 @@ class Trainer:
                 g_sft = self.sum_grads(g_sft)
                 own = [i for i, g in enumerate(g_rl) if g is not None]  # all, unless gradients are sharded
                 _, info = combine([g_sft[i] for i in own], [g_rl[i] for i in own], cfg.lambda1, cfg.lambda2,
-                                  cfg.conflict, sum_across=self.dist.sum_scalars if self.owners else None)
+                                  cfg.conflict, sum_across=self.dist.sum_scalars if self.owners else None,
+                                  rl_signal=rl_signal)
                 grads = g_rl  # combine wrote the result into g_rl's tensors
                 totals["conflict/cosine"] += info["cosine"] / cfg.num_iterations
                 totals["conflict/sft_dropped"] += info["sft_dropped"] / cfg.num_iterations
@@ -413,8 +440,8 @@ class Trainer:
                 grads = [None if g is None else cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
             norm = self.apply_update(grads)  # the combined gradient's norm, before clipping
             totals["grad_norm"] += norm / cfg.num_iterations
-            if gta:  # the RL gradient's share of the update (0 where SFT alone is applied)
-                share = abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["norm_rl"] > 0 else 0.0
+            if gta:  # the RL gradient's share of the update (0 where SFT alone is applied: no RL signal)
+                share = abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["rl_signal"] else 0.0
                 totals["rl_share"] += share / cfg.num_iterations
         if gta:
             metrics["guess_s"] = guess_s
@@ -468,7 +495,7 @@ class Trainer:
         result, _ = evaluate_examples(self.sync_sampler(), self.tokenizer, self.eval_examples, self.labels,
                                       self.template, self.cfg.max_completion_length, self.cfg.max_prompt_length,
                                       bf16=False, progress=False)
-        self.model.train()
+        self.model.train(not self.cfg.uses_rl)
         out = {"eval/accuracy": result["accuracy"], "eval/f1": result["f1_weighted"]}
         if "guess_accuracy" in result:
             out["eval/guess_accuracy"] = result["guess_accuracy"]
