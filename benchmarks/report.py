@@ -37,7 +37,7 @@ GUESS_TARGET_DEFECT = (  # what was wrong before GUESS_TARGET_FIX: the caveat an
 # The commit that made GTA follow the paper where an audit found it did not (issue "GTA as the paper defines it"):
 # accuracy reward independent of the format, the guess loss averaged over its tokens, no-RL-signal steps keep SFT,
 # temperature in the RL log-probs, end-of-turn stop ids, canonical gold labels, an exact sampler, no dropout.
-FIDELITY_FIX = "FIDELITY_COMMIT"
+FIDELITY_FIX = "9517de0"
 PAPER_TABLE3 = {"grpo": (58.60, 57.05), "gta-rl": (57.42, 56.52), "gta": (61.58, 61.52)}
 
 
@@ -352,7 +352,7 @@ def fidelity_caveat(results: dict) -> list[str]:
         return []
     every = len(before) == sum(1 for r in results.values() for n in r["runs"] if not n.startswith("base-"))
     return [f"**{'Every trained run below' if every else 'These trained runs: ' + ', '.join(before) + ','} "
-            f"predate{'s' if not every and len(before) == 1 else ''} `{FIDELITY_FIX}`**, the commit that made GTA "
+            f"predate{'s' if every or len(before) == 1 else ''} `{FIDELITY_FIX}`**, the commit that made GTA "
             "follow the paper where an audit found it did not: the accuracy reward no longer requires the exact "
             "format, the guess loss is averaged over its tokens (it was summed), a step with no RL signal keeps "
             "the SFT gradient, the RL log-probs use the sampling temperature, and rollouts stop on every "
