@@ -43,6 +43,9 @@ PROTOCOL = {
     "max_completion_length": 96,
     "eval_every": 16,
 }
+# zero-shot with the direct prompt: the only exact output is `label</answer>` + end of turn, so 16 new tokens
+# lose nothing
+DIRECT_MAX_NEW_TOKENS = 16
 TRAIN_KEYS = ["model", "seed", "train_limit", "epochs", "batch_size", "micro_batch_size", "learning_rate",
               "max_prompt_length", "num_generations", "num_iterations", "beta", "epsilon", "ref_sync_steps",
               "max_completion_length", "eval_every", "eval_limit"]
@@ -117,8 +120,7 @@ def main() -> None:
         if name in results["runs"]:
             continue
         out = runs / name
-        # direct: the only exact output is `label</answer>` + end of turn, so 16 new tokens lose nothing
-        max_new = 16 if prompt == "direct" else p["max_completion_length"]
+        max_new = DIRECT_MAX_NEW_TOKENS if prompt == "direct" else p["max_completion_length"]
         wall = run(gta("eval", "--model", p["model"], "--prompt", prompt, "--max-new-tokens",
                        str(max_new), "--max-prompt-length", str(p["max_prompt_length"]),
                        "--output", str(out), *common), log)

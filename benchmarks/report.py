@@ -25,15 +25,13 @@ PAPER = {
     "emotion": {"base": (58.75, 58.63), "sft": (91.35, 91.41), "grpo": (82.50, 81.54), "gta": (92.45, 92.47)},
     "bbc_news": {"base": (81.50, 82.88), "sft": (97.70, 97.70), "grpo": (95.40, 95.47), "gta": (98.50, 98.50)},
 }
-# The commit that made gta's guess target the guess span as it stands in a formatted output (src/gta/prompts.py,
-# label_tokens): before it the target ended in a lone `>` on SmolLM2, which taught the model to stop after the guess.
-GUESS_TARGET_FIX = "64969cd"
-GUESS_TARGET_DEFECT = (  # what was wrong before GUESS_TARGET_FIX: the caveat and the reruns table both say it
-    "Until that commit, the SFT target of GTA's guess was `label</guess>` tokenized on its own. In a whole "
-    "output SmolLM2's tokenizer merges the `>` of `</guess>` with the `<` of `<think>` into one token, the "
-    "one the format continues from, so the target ended in a lone `>` that a formatted output never has: "
-    "the guess loss taught the model to end its turn after the guess, and the RL loss, which leaves the "
-    "guess span out, never trained the merged token.")
+# A defect fixed before every run reported now; its replaced runs stay in results/superseded/.
+GUESS_TARGET_HISTORY = (
+    "History: until commit `64969cd` the SFT target of GTA's guess was `label</guess>` tokenized on its own. In "
+    "a whole output SmolLM2's tokenizer merges the `>` of `</guess>` with the `<` of `<think>` into one token, "
+    "so that target ended in a lone `>` that a formatted output never has, and it taught the model to end its "
+    "turn after the guess. Every GTA run reported above postdates the fix; the replaced GTA runs in this table "
+    "predate it. SFT, GRPO, GTA(RL) and the base model were unaffected.")
 # The commit that made GTA follow the paper where an audit found it did not (issue "GTA as the paper defines it"):
 # accuracy reward independent of the format, the guess loss averaged over its tokens, no-RL-signal steps keep SFT,
 # temperature in the RL log-probs, end-of-turn stop ids, canonical gold labels, an exact sampler, no dropout.
@@ -41,20 +39,25 @@ FIDELITY_FIX = "9517de0"
 PAPER_TABLE3 = {"grpo": (58.60, 57.05), "gta-rl": (57.42, 56.52), "gta": (61.58, 61.52)}
 
 
-PROTOCOL_TEXT = """\
-- Model: SmolLM2-135M-Instruct (the offline default), full fine-tuning, bf16 autocast, 2 CPU threads.
-- Training data: a seeded (seed 0) stratified subset of 512 training examples, the same for SFT, GRPO, GTA
-  and GTA(RL); one pass over it (128 steps of 4 prompts); AdamW, lr 1e-5, linear decay, the same for all.
-- Test data: a seeded stratified subset of 1,000 test examples (bbc_news: its whole test split of 1,000).
-- Curves: every 16 steps, accuracy on a seeded subset of 100 held-out examples (validation split; bbc_news
-  has none, so its test split, as the paper's Fig. 6 does).
-- Deviations from the paper's RL settings, for time on a 2-core CPU: G=8 instead of 16; mu=1 instead of 4
-  (each batch of rollouts is used for one update); 1 pass instead of 3-4; prompts cut to 256 tokens (only
-  bbc_news articles are long enough to be cut) instead of 4,096; at most 96 new tokens; the reference is
-  refreshed every 16 steps (the paper does not give its period). beta=0.01, epsilon=0.2, lambda1=lambda2=1 as
-  in the paper. Every method gets the same primed first tag (see README).
-- Zero-shot: the base model with the direct prompt (at most 16 new tokens: the only exact output is
-  `label</answer>`) and with the think prompt (at most 96)."""
+def protocol_text(p: dict, direct_max_new: int) -> str:
+    """The protocol in words, from benchmarks/paper.py's PROTOCOL (the table below it lists every setting)."""
+    steps = p["train_limit"] * p["epochs"] // p["batch_size"]
+    return f"""\
+- Model: {p["model"]}, full fine-tuning, {"bf16 autocast" if p["bf16"] else "float32"}, 2 CPU threads.
+- Training data: a seeded (seed {p["seed"]}) stratified subset of {p["train_limit"]} training examples, the same for
+  SFT, GRPO, GTA and GTA(RL); {p["epochs"]} pass(es) over it ({steps} steps of {p["batch_size"]} prompts); AdamW, lr
+  {p["learning_rate"]:g}, linear decay, the same for all.
+- Test data: a seeded stratified subset of {p["test_limit"]:,} test examples (or the whole test split where it is smaller).
+- Curves: every {p["eval_every"]} steps, accuracy on a seeded subset of {p["eval_limit"]} held-out examples (validation
+  split; bbc_news has none, so its test split, as the paper's Fig. 6 does).
+- Deviations from the paper's RL settings, for time on a 2-core CPU: G={p["num_generations"]} instead of 16;
+  mu={p["num_iterations"]} instead of 4; {p["epochs"]} pass(es) instead of 3-4; prompts cut to {p["max_prompt_length"]}
+  tokens instead of 4,096; at most {p["max_completion_length"]} new tokens; the reference is refreshed every
+  {p["ref_sync_steps"]} steps (the paper does not give its period). beta={p["beta"]:g}, epsilon={p["epsilon"]:g},
+  lambda1=lambda2=1 as in the paper. Every method gets the same primed first tag (see README).
+- Zero-shot: the base model with the direct prompt (at most {direct_max_new} new tokens: the only exact output is
+  `label</answer>`) and with the think prompt (at most {p["max_completion_length"]})."""
+
 
 FULL_SCALE = """\
 Mirrors the paper (Qwen2.5-3B-Instruct, G=16, mu=4, beta=0.01, 3 epochs, bf16, batch 4 per device),
@@ -82,7 +85,7 @@ def verdict_note(results: dict) -> str:
             "come with an exact two-sided sign test. Neither covers run-to-run spread")
     moves = [(abs(b["eval"]["accuracy"] - a["eval"]["accuracy"]), ds, n)
              for ds, rep in replicated(results) for n, b in rep["runs"].items()
-             if (a := results[ds]["runs"].get(n)) is not None and not fix_between(ds, n, a, b)]
+             if (a := results[ds]["runs"].get(n)) is not None]
     if not moves:
         return note + ", which no replication has measured yet."
     move, ds, n = max(moves)
@@ -185,13 +188,13 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("paper", ROOT / "benchmarks" / "paper.py")
     paper = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(paper)
-    out += ["## Protocol (the same for every dataset and method)", "", PROTOCOL_TEXT, "",
+    out += ["## Protocol (the same for every dataset and method)", "",
+            protocol_text(paper.PROTOCOL, paper.DIRECT_MAX_NEW_TOKENS), "",
             "| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in paper.PROTOCOL.items()] + [""]
     out += ["## Full-scale configuration (GPU users; not run here)", "", FULL_SCALE, ""]
     if results:
         out += ["Machine: " + "; ".join(f"{ds}: {machines_text(r)}" for ds, r in results.items()), ""]
-    caveat = guess_target_caveat(results)
-    out += caveat + superseded(results) + wall_times(results)
+    out += superseded(results) + wall_times(results)
     out += replications(results)
     out += ["## Table 2 analogue: accuracy / weighted F1 (%)", "",
             "| dataset | Base (direct) | SFT | GRPO | GTA | GTA guess acc | GTA fast (guess constrained to the labels) | paper Qwen2.5-3B: Base / SFT / GRPO / GTA acc |",
@@ -269,8 +272,7 @@ def main() -> None:
             for e in examples:
                 out.append(f"  - gold `{e['gold']}`, guess `{e['guess']}` -> answer `{e['answer']}`; think: "
                            f"\"{(e['think'] or '')[:300]}\"")
-    defect = ["The GTA verdicts rest on the runs listed under \"Known defect\" above.", ""] if caveat else []
-    out += ["", "## Verdicts", "", verdict_note(results), ""] + defect + (verdicts or ["No results yet."]) + [""]
+    out += ["", "## Verdicts", "", verdict_note(results), ""] + (verdicts or ["No results yet."]) + [""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(out))
     print(f"wrote {DOC}")
@@ -318,20 +320,9 @@ def minutes(run: dict) -> float:
     return (run.get("train_wall_s", 0.0) + run["eval_wall_s"]) / 60
 
 
-def predates_fix(code: list[str], results_file: Path) -> bool | None:
-    """True if every commit a run used comes before GUESS_TARGET_FIX, False if one includes it, None if git
-    cannot tell (no repository, or a commit it does not know). A run recorded without its code version is
-    placed by the last commit of its results file, which it predates."""
-    if not code:
-        last = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h", "--", str(results_file)],
-                              capture_output=True, text=True).stdout.strip()
-        code = [last] if last else []
-    answers = [commit_predates_fix(commit.split("+")[0]) for commit in code]
-    return None if None in answers or not answers else all(answers)
-
-
-@functools.cache  # the caveat, the replication table and the verdict note ask about the same runs' commits
-def commit_predates_fix(commit: str, fix: str = GUESS_TARGET_FIX) -> bool | None:
+@functools.cache  # fidelity_caveat asks about each run's commits
+def commit_predates(commit: str, fix: str) -> bool | None:
+    """True if `commit` comes before `fix`, False if it includes it, None if git cannot tell."""
     rc = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", fix, commit],
                         capture_output=True).returncode
     return {0: False, 1: True}.get(rc)
@@ -345,7 +336,7 @@ def fidelity_caveat(results: dict) -> list[str]:
             if name.startswith("base-"):
                 continue
             code = run.get("code") or []
-            answers = [commit_predates_fix(c.split("+")[0], FIDELITY_FIX) for c in code]
+            answers = [commit_predates(c.split("+")[0], FIDELITY_FIX) for c in code]
             if not answers or any(a is not False for a in answers):  # before it, or git cannot place it
                 before.append(f"{ds} {name}")
     if not before:
@@ -361,55 +352,6 @@ def fidelity_caveat(results: dict) -> list[str]:
             "exact format was required for accuracy).", ""]
 
 
-def guess_target_caveat(results: dict) -> list[str]:
-    """Which GTA runs (main and replications) trained the guess toward the defective target."""
-    runs = [(ds, "", r["runs"]["gta"], RESULTS / f"{ds}.json") for ds, r in results.items() if "gta" in r["runs"]]
-    runs += [(ds, " (replication)", rep["runs"]["gta"], RESULTS / REPLICATION / f"{ds}.json")
-             for ds, rep in replicated(results) if "gta" in rep["runs"]]
-    verdicts = {f"{ds} gta{tag}": predates_fix(r.get("code") or [], f) for ds, tag, r, f in runs}
-    before = [k for k, v in verdicts.items() if v]
-    unknown = [k for k, v in verdicts.items() if v is None]
-    if not before and not unknown:
-        return []
-    out = ["## Known defect in GTA runs made before `" + GUESS_TARGET_FIX + "`", "",
-           GUESS_TARGET_DEFECT + " The GTA figures of these runs (answer, guess and fast accuracy, Fig. 5-7 "
-           "analogues, conflict statistics) are of that defective target; SFT, GRPO, GTA(RL) and the base model "
-           "are unaffected.", ""]
-    if before:
-        out += ["Runs made before the fix: " + ", ".join(before) + ". To rerun one: `python benchmarks/paper.py "
-                "--dataset NAME --rerun gta` (with `--results benchmarks/results/replication` for a replication), "
-                "then `python benchmarks/report.py`.", ""]
-    if unknown:
-        out += ["Runs whose code version git cannot place: " + ", ".join(unknown) + ".", ""]
-    for f in sorted(RESULTS.glob("first_steps-*.json")):
-        r = json.loads(f.read_text())
-        ours, theirs = r["this_run"], r["reported_run"]
-        out += [f"The first {r['steps']} steps of {r['dataset']}'s {r['method']} run, rerun with the protocol's config by "
-                f"`python benchmarks/first_steps.py --dataset {r['dataset']} --method {r['method']} --steps {r['steps']}` "
-                f"(code `{r['code']}`, {cpu(r['machine'])}; `benchmarks/results/{f.name}`), beside the run reported then "
-                f"(code {', '.join(f'`{c}`' for c in r['reported_code'] or []) or 'not recorded'}):", "",
-                f"- format reward per step, rerun: {_series(ours)}", f"- format reward per step, reported: {_series(theirs)}",
-                f"- mean format reward {_mean(ours, 'reward/format'):.3f} rerun, {_mean(theirs, 'reward/format'):.3f} "
-                f"reported; mean accuracy reward {_mean(ours, 'reward/accuracy'):.3f} rerun, "
-                f"{_mean(theirs, 'reward/accuracy'):.3f} reported; mean completion length {_mean(ours, 'completion_length'):.1f} rerun, "
-                f"{_mean(theirs, 'completion_length'):.1f} reported", ""]
-        full = results.get(r["dataset"], {}).get("runs", {}).get(r["method"]) or {}
-        if full.get("metrics") and gap(theirs, full["metrics"]) > 0:  # the run reported now is a later rerun
-            d = gap(ours, full["metrics"])
-            same = "repeats these steps exactly" if d == 0 else f"differs from these steps by up to {d:.3f}"
-            where = cpu(run_machine(results[r["dataset"]], r["method"]))
-            other = "; it ran on another CPU, so it is not expected to repeat them" if where != cpu(r["machine"]) else ""
-            out.insert(-1, f"- the full rerun now reported (code {', '.join(f'`{c}`' for c in full.get('code') or [])}, "
-                           f"{where}) {same} (format and accuracy rewards, completion lengths){other}")
-    return out
-
-
-def gap(a: list[dict], b: list[dict]) -> float:
-    """The largest difference between two runs' first steps (rewards and completion lengths)."""
-    keys = ("reward/format", "reward/accuracy", "completion_length")
-    return max(abs(x[k] - y[k]) for x, y in zip(a, b) for k in keys)
-
-
 def superseded(results: dict) -> list[str]:
     """Each run dropped by `paper.py --rerun` (kept in results/superseded/) beside the run that replaced it."""
     files = [(f, results, "") for f in sorted((RESULTS / "superseded").glob("*.json"))]
@@ -423,7 +365,6 @@ def superseded(results: dict) -> list[str]:
            "machine) differ.", "",
            "| run | code | machine | acc / F1 | guess acc | fast acc | mean format reward (training) | answers not a label | minutes |",
            "|---|---|---|---|---|---|---|---|---|"]
-    defective = []  # replaced GTA runs that trained the guess toward the pre-fix target
     for f, current, tag in files:
         old = json.loads(f.read_text())
         ds, method = old["dataset"], old["method"]
@@ -441,19 +382,7 @@ def superseded(results: dict) -> list[str]:
                        f"{pct(a['not_a_label'] / a['n']) if a else '—'} | {minutes(r):.0f} |")
         if not new:
             out.append(f"| {ds} {method}{tag}, rerun | not finished | | | | | | | |")
-        if method == "gta" and predates_fix(old["run"].get("code") or [old["results_file_commit"]], f):
-            defective.append(f"{ds} gta{tag}")
-    if defective:
-        first = ", ".join(f"`{f.name}`" for f in sorted(RESULTS.glob("first_steps-*.json")))
-        out += ["", f"Replaced for a defect: {', '.join(defective)} predate `{GUESS_TARGET_FIX}`. "
-                + GUESS_TARGET_DEFECT + " SFT, GRPO, GTA(RL) and the base model were unaffected."
-                + (f" The first training steps rerun to diagnose it: {first} (`python benchmarks/first_steps.py`)."
-                   if first else "")]
-    return out + [""]
-
-
-def _series(rows: list[dict], key: str = "reward/format") -> str:
-    return " ".join(f"{row[key]:.2f}" for row in rows)
+    return out + ["", GUESS_TARGET_HISTORY, ""]
 
 
 def replicated(results: dict) -> list[tuple[str, dict]]:
@@ -461,16 +390,6 @@ def replicated(results: dict) -> list[tuple[str, dict]]:
     files = sorted((RESULTS / REPLICATION).glob("*.json")) if (RESULTS / REPLICATION).is_dir() else []
     reps = [(f.stem, json.loads(f.read_text())) for f in files]
     return [(ds, rep) for ds, rep in reps if ds in results and rep.get("runs")]
-
-
-def fix_between(ds: str, name: str, reported: dict, rerun: dict) -> bool:
-    """True if GUESS_TARGET_FIX lies between a reported GTA run and its replication: their difference is then
-    the fix's as much as run-to-run spread's."""
-    if name != "gta":
-        return False
-    a = predates_fix(reported.get("code") or [], RESULTS / f"{ds}.json")
-    b = predates_fix(rerun.get("code") or [], RESULTS / REPLICATION / f"{ds}.json")
-    return None not in (a, b) and a != b
 
 
 def replications(results: dict) -> list[str]:
@@ -498,8 +417,7 @@ def replications(results: dict) -> list[str]:
             old = f"{pct(a['eval']['accuracy'])} / {pct(a['eval']['f1_weighted'])} | " if a else "— | "
             out.append(f"| {n} | {old}{pct(b['eval']['accuracy'])} / {pct(b['eval']['f1_weighted'])} | "
                        f"{f'{minutes(a):.0f}' if a else '—'} | {minutes(b):.0f} | "
-                       f"{', '.join(f'`{c}`' for c in b.get('code', []))}"
-                       f"{f' (`{GUESS_TARGET_FIX}` lies between the two: not a measure of spread)' if a and fix_between(ds, n, a, b) else ''} |")
+                       f"{', '.join(f'`{c}`' for c in b.get('code', []))} |")
         expected = expected_runs(ds)
         done = [n for n in expected if n in rep["runs"]]
         status = (f"within 150 min: {'yes' if total[1] <= 150 else 'no'}" if len(done) == len(expected)

@@ -251,7 +251,7 @@ def main() -> None:
     times, readings = {k: [] for k in variants}, []
     for _ in range(args.repeats):  # interleaved
         # the ceiling too, once per repeat: on these shared VMs it read 477, 639 and 765 GFLOP/s (bf16) within
-        # 20 minutes (docs/speed.md), so one reading, apart from the passes it is compared with, moves the fraction
+        # 20 minutes (docs/speed-log.md), so one reading, apart from the passes it is compared with, moves the fraction
         readings.append(matmul_ceiling(1, torch.bfloat16 if bf16 else torch.float32))
         for k, fn in variants.items():
             times[k].append(timed(fn)[0])

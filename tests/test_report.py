@@ -130,45 +130,28 @@ def test_accuracy_difference_interval_and_sign_test(report):
     assert report.sign_test(3, 3) == 1.0 and report.sign_test(0, 0) == 1.0
 
 
-def test_runs_are_placed_before_or_after_the_guess_target_fix(report):
-    """By git: a commit before the fix, the fix itself, and a name git does not know."""
-    before = "e39a33c"  # the commit before GUESS_TARGET_FIX
-    assert report.predates_fix([before], ROOT / "nowhere.json") is True
-    assert report.predates_fix([report.GUESS_TARGET_FIX + "+changes"], ROOT / "nowhere.json") is False
-    assert report.predates_fix([before, report.GUESS_TARGET_FIX], ROOT / "nowhere.json") is False
-    assert report.predates_fix(["notacommit"], ROOT / "nowhere.json") is None
-    # no code version recorded: placed by the last commit of its results file, committed before the fix
-    assert report.predates_fix([], ROOT / "benchmarks" / "results" / "speed-xeon-300fe9b.json") is True
+def test_runs_are_placed_before_or_after_a_fix(report):
+    """fidelity_caveat names the trained runs whose code predates FIDELITY_FIX (git decides)."""
+    before = "e39a33c"  # an early commit of the project
+    assert report.commit_predates(before, "64969cd") is True
+    assert report.commit_predates("64969cd", "64969cd") is False
+    assert report.commit_predates("notacommit", "64969cd") is None
+    runs = {"sft": {"code": [before]}, "gta": {"code": [report.FIDELITY_FIX + "+changes"]}, "base-direct": {"code": [before]}}
+    text = "\n".join(report.fidelity_caveat({"emotion": {"runs": runs}}))
+    assert "These trained runs: emotion sft, predates" in text and "emotion gta" not in text
+    assert report.fidelity_caveat({"emotion": {"runs": {"gta": {"code": [report.FIDELITY_FIX]}}}}) == []
 
 
-def test_guess_target_caveat_lists_runs_before_the_fix_and_first_step_reruns(report, tmp_path, monkeypatch):
-    import json
+def test_protocol_text_follows_the_settings(report):
+    import importlib.util
 
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
-    after = {"gta": {"code": [report.GUESS_TARGET_FIX]}}
-    assert report.guess_target_caveat({"emotion": {"runs": after}}) == []  # nothing to say
-    results = {"emotion": {"runs": {"gta": {"code": ["e39a33c"]}}}, "sst5": {"runs": after}}
-    rows = [{"step": i + 1, "reward/format": f, "reward/accuracy": f / 2, "completion_length": 40.0}
-            for i, f in enumerate([0.0, 0.5])]
-    (tmp_path / "first_steps-emotion-gta-x.json").write_text(json.dumps(
-        {"dataset": "emotion", "method": "gta", "steps": 2, "code": "abc1234",
-         "machine": {"cpu": "Some CPU", "threads": 2}, "this_run": rows,
-         "reported_run": [{**r, "reward/format": 0.0} for r in rows], "reported_code": None}))
-    text = "\n".join(report.guess_target_caveat(results))
-    assert "Runs made before the fix: emotion gta." in text and "sst5" not in text
-    assert "- format reward per step, rerun: 0.00 0.50" in text
-    assert "- format reward per step, reported: 0.00 0.00" in text
-    assert "mean format reward 0.250 rerun, 0.000 reported; mean accuracy reward 0.125 rerun, 0.125 reported" in text
-    assert "full rerun" not in text  # the run reported now is the one the first steps were set beside
-    results["emotion"]["runs"]["gta"].update(code=["abc1234"], metrics=rows, machine={"cpu": "Some CPU"})
-    text = "\n".join(report.guess_target_caveat(results))
-    assert "- the full rerun now reported (code `abc1234`, Some CPU) repeats these steps exactly" in text
-    results["emotion"]["runs"]["gta"]["metrics"] = [{**r, "completion_length": 41.5} for r in rows]
-    assert "differs from these steps by up to 1.500" in "\n".join(report.guess_target_caveat(results))
-    assert "not expected to repeat" not in "\n".join(report.guess_target_caveat(results))
-    results["emotion"]["runs"]["gta"]["machine"] = {"cpu": "Other CPU"}
-    assert ("(format and accuracy rewards, completion lengths); it ran on another CPU, so it is not expected to "
-            "repeat them") in "\n".join(report.guess_target_caveat(results))
+    spec = importlib.util.spec_from_file_location("paper", ROOT / "benchmarks" / "paper.py")
+    paper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paper)
+    p = dict(paper.PROTOCOL, learning_rate=3e-5, num_generations=4, train_limit=256)
+    text = report.protocol_text(p, 16)
+    assert "lr\n  3e-05" in text or "lr 3e-05" in text.replace("\n  ", " ")
+    assert "G=4 instead of 16" in text and f"({256 * p['epochs'] // p['batch_size']} steps" in text
 
 
 def test_runs_on_different_machines_are_named_and_not_summed(report):
@@ -224,29 +207,7 @@ def test_a_replaced_run_is_set_beside_its_rerun(report, tmp_path, monkeypatch):
     lines = report.superseded({"emotion": emotion})
     assert any(line.startswith("| emotion gta (replication), replaced | `abc1234 (results file)` |") for line in lines)
     assert any(line.startswith("| emotion gta (replication), rerun | ") and "not finished" not in line for line in lines)
-    assert not any(line.startswith("Replaced for a defect") for line in lines)  # abc1234: git cannot place it
-    # a replaced GTA run made before the guess-target fix is named, with why it was replaced
-    old["code"] = ["e39a33c"]  # the commit before GUESS_TARGET_FIX
-    (tmp_path / "replication" / "superseded" / "emotion-gta-20260101-000000.json").write_text(json.dumps(
-        {"dataset": "emotion", "method": "gta", "results_file_commit": "abc1234", "run": old}))
-    line = next(line for line in report.superseded({"emotion": emotion}) if line.startswith("Replaced for a defect"))
-    assert line.startswith(f"Replaced for a defect: emotion gta (replication) predate `{report.GUESS_TARGET_FIX}`.")
-
-
-def test_a_replication_across_the_guess_target_fix_is_not_counted_as_spread(report, monkeypatch):
-    """A GTA run and its replication on either side of GUESS_TARGET_FIX differ by the fix: the verdicts' note
-    leaves that pair out of its run-to-run move, and the replication table says so."""
-    before = {"old1", "old2"}
-    monkeypatch.setattr(report, "predates_fix", lambda code, f: None if not code else code[0] in before)
-    runs = lambda acc, code: {"eval": {"accuracy": acc}, "code": code}  # noqa: E731
-    assert report.fix_between("d", "gta", runs(0.5, ["new"]), runs(0.1, ["old1"]))
-    assert not report.fix_between("d", "gta", runs(0.5, ["old2"]), runs(0.1, ["old1"]))
-    assert not report.fix_between("d", "sft", runs(0.5, ["new"]), runs(0.1, ["old1"]))
-    assert not report.fix_between("d", "gta", runs(0.5, []), runs(0.1, ["old1"]))  # git cannot tell: no claim
-    monkeypatch.setattr(report, "replicated", lambda results: [("d", {"runs": {
-        "gta": runs(0.1, ["old1"]), "sft": runs(0.45, ["old1"])}})])
-    results = {"d": {"runs": {"gta": runs(0.6, ["new"]), "sft": runs(0.5, ["old2"])}}}
-    assert report.verdict_note(results).endswith("a rerun moved d sft's accuracy by 5.00 points.")
+    assert report.GUESS_TARGET_HISTORY in lines  # the history of the defect the replaced GTA runs had
 
 
 def test_answers_table_counts_the_labels_the_answers_use(report):

@@ -64,7 +64,7 @@ def autocast(device: torch.device, bf16: bool):
 def attention_backend(device: torch.device):
     """On CPU, every log-prob pass (policy, behaviour, reference, SFT targets) runs SDPA's math kernel (batched
     matmuls): its backward is far cheaper than the flash kernel's on CPU (`benchmarks/attention_kernel.py`,
-    docs/speed.md), and the no-grad reference pass must use the same kernel as the policy pass, or identical
+    docs/speed-log.md), and the no-grad reference pass must use the same kernel as the policy pass, or identical
     weights give log-probs that differ by float rounding (a noise-level KL gradient). CUDA keeps its fused kernels."""
     if device.type != "cpu":
         return contextlib.nullcontext()
@@ -127,7 +127,7 @@ def sample_tokens(logits: torch.Tensor, temperature: float,
     `u`: the rows' uniform numbers, (N, 1), if already drawn; otherwise drawn from `generator` (`uniforms`).
 
     Inverse-CDF sampling (cumsum + searchsorted): the same distribution as torch.multinomial and much faster at
-    a 49k vocabulary on CPU (docs/speed.md). In float64, probabilities, cumsum and uniforms alike: a float32 cdf
+    a 49k vocabulary on CPU (docs/speed-design.md). In float64, probabilities, cumsum and uniforms alike: a float32 cdf
     rounds near 1 and makes every token with a probability below about half its ulp (3e-8) impossible to draw.
     """
     if temperature == 0:
@@ -251,8 +251,7 @@ def sequence_logprobs(model, prompts: Prompts, ids: torch.Tensor, mask: torch.Te
 
     With one suffix per prompt there is nothing to share, and one forward is a little cheaper than the prompt
     forward plus a suffix forward on its cache (`shared_prefix_logprobs` with k = 1), whose graph has two pieces,
-    each writing a full set of weight gradients that are then added: 0.83-0.92x the time for an SFT micro-batch
-    on the Zen 3 VM (`benchmarks/guess_pass.py`, docs/speed.md)."""
+    each writing a full set of weight gradients that are then added (`benchmarks/guess_pass.py`, docs/speed-log.md)."""
     device = prompts.input_ids.device
     attn = torch.cat([prompts.attention_mask, mask], dim=1)  # prompts left-padded, suffixes right-padded
     pos = (attn.cumsum(dim=1) - 1).clamp(min=0)

@@ -58,8 +58,7 @@ def bf16_supported(device: torch.device) -> bool:
 
 def fused_adamw(params: list[torch.Tensor]) -> bool:
     """torch's fused AdamW kernel where it exists (CPU and CUDA, floating-point parameters): one pass over
-    each tensor instead of a dozen elementwise ops. A step over the 135M model's fp32 parameters on the Zen 3
-    VM: 0.14-0.15 s fused against 0.42-0.46 s for the default per-tensor loop (`benchmarks/guess_pass.py`)."""
+    each tensor instead of a dozen elementwise ops, about 3x faster here (`benchmarks/guess_pass.py`, docs/speed-log.md)."""
     return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
 
 
@@ -410,7 +409,7 @@ class Trainer:
                                             mb["lengths"], cfg.epsilon, cfg.beta, num_sequences=B * G)
                 self.add_grads(g_rl, torch.autograd.grad(l_rl, self.params, allow_unused=True))
                 if gta:  # the guess target in a forward of its own, so the RL graph is freed by its backward
-                    t1 = time.perf_counter()  # rather than kept for a second one (docs/speed.md: -0.8 GiB peak)
+                    t1 = time.perf_counter()  # rather than kept for a second one (a lower peak: docs/speed-log.md)
                     guess_logp = rollout.sequence_logprobs(self.model, mb["prompts"], *mb["guess"], self.bf16)
                     l_sft = losses.sft_loss(guess_logp, mb["guess"][1], sft_normaliser)
                     self.add_grads(g_sft, torch.autograd.grad(l_sft, self.params, allow_unused=True))
