@@ -18,6 +18,11 @@ def test_train_eval_predict(tmp_path, tiny_path, mech_data, capsys):
                                   "per_class", "confusion_matrix", "fast", "constrained"} <= set(metrics)
     out = capsys.readouterr().out
     assert "constrained answer" in out and "(full output: guess, think, answer)" in out
+    # a readable table: the headline figures, then one row per class with precision/recall/F1/support
+    assert "weighted F1" in out and "no label answered" in out and "exact format" in out
+    header = next(line for line in out.splitlines() if line.startswith("label"))
+    assert header.split() == ["label", "precision", "recall", "f1", "support"]
+    assert any(line.startswith("business") and len(line.split()) == 5 for line in out.splitlines())
     preds = [json.loads(x) for x in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 8 and {"text", "gold", "guess", "think", "answer", "correct"} <= set(preds[0])
     capsys.readouterr()
