@@ -303,7 +303,7 @@ def machine() -> dict:
     native (what decides the precision training runs in) are recorded too."""
     import torch
 
-    from gta.trainer import bf16_supported
+    from gta.models import bf16_supported
 
     try:
         info = Path("/proc/cpuinfo").read_text().splitlines()

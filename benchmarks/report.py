@@ -196,17 +196,26 @@ def main() -> None:
         out += ["Machine: " + "; ".join(f"{ds}: {machines_text(r)}" for ds, r in results.items()), ""]
     out += superseded(results) + wall_times(results)
     out += replications(results)
+    tfidf = tfidf_results()
     out += ["## Table 2 analogue: accuracy / weighted F1 (%)", "",
-            "| dataset | Base (direct) | SFT | GRPO | GTA | GTA guess acc | GTA fast (guess constrained to the labels) | paper Qwen2.5-3B: Base / SFT / GRPO / GTA acc |",
-            "|---|---|---|---|---|---|---|---|"]
+            "TF-IDF + LR: word 1-2-gram TF-IDF and logistic regression (scikit-learn defaults, seeded) on the same "
+            "training subset as the LLM methods and on the whole train split, scored on the same test subset "
+            "(`python benchmarks/tfidf.py`, `benchmarks/results/tfidf.json`).", "",
+            "| dataset | Base (direct) | SFT | GRPO | GTA | GTA guess acc | GTA fast (guess constrained to the labels) | TF-IDF + LR, same subset | TF-IDF + LR, whole train split | paper Qwen2.5-3B: Base / SFT / GRPO / GTA acc |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
     for ds, res in results.items():
         cells = [f"{pct(a)} / {pct(f)}" for a, f in (acc_f1(res, n) for n in ("base-direct", "sft", "grpo", "gta"))]
         ev = res["runs"].get("gta", {}).get("eval", {})
         fast = ev.get("fast") or {}
+        lr = tfidf.get(ds, {})
+        lr_cells = " | ".join(f"{pct(lr[k]['accuracy'])} / {pct(lr[k]['f1_weighted'])}" if k in lr else "—"
+                              for k in ("subset", "full"))
         paper = " / ".join(f"{PAPER[ds][k][0]:.2f}" for k in ("base", "sft", "grpo", "gta"))
         out.append(f"| {ds} | " + " | ".join(cells) + f" | {pct(ev.get('guess_accuracy'))} | "
-                   f"{pct(fast.get('accuracy'))} / {pct(fast.get('f1_weighted'))} | {paper} |")
+                   f"{pct(fast.get('accuracy'))} / {pct(fast.get('f1_weighted'))} | {lr_cells} | {paper} |")
+        if "subset" in lr:
+            verdicts.append(tfidf_verdict(ds, res, lr))
         (ga, gf), (sa, sf), (ra, rf) = acc_f1(res, "gta"), acc_f1(res, "sft"), acc_f1(res, "grpo")
         if None not in (ga, sa, ra):
             beats = (ga > sa and ga > ra, gf > sf and gf > rf)
@@ -276,6 +285,27 @@ def main() -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(out))
     print(f"wrote {DOC}")
+
+
+def tfidf_results() -> dict:
+    """benchmarks/results/tfidf.json's per-dataset figures, {} if tfidf.py has not been run."""
+    f = RESULTS / "tfidf.json"
+    return json.loads(f.read_text())["datasets"] if f.is_file() else {}
+
+
+def tfidf_verdict(ds: str, res: dict, lr: dict) -> str:
+    """Which LLM methods lose to TF-IDF + LR trained on the same examples (and on the whole train split)."""
+    def below(key):
+        return [n for n in ("sft", "grpo", "gta") if n in res["runs"] and acc_f1(res, n)[0] < lr[key]["accuracy"]]
+
+    same, full = below("subset"), below("full") if "full" in lr else []
+    accs = ", ".join(f"{n.upper()} {pct(acc_f1(res, n)[0])}" for n in ("sft", "grpo", "gta") if n in res["runs"])
+    return (f"- Every LLM method (SFT, GRPO, GTA) beats TF-IDF + LR on {ds} at equal data: "
+            f"**{'held' if not same else 'not held'}** (TF-IDF + LR {pct(lr['subset']['accuracy'])} on the same "
+            f"{lr['subset']['n_train']} examples, {pct(lr['full']['accuracy']) if 'full' in lr else '—'} on all "
+            f"{lr['full']['n_train'] if 'full' in lr else '—'}; {accs}; below it at equal data: "
+            f"{', '.join(same) or 'none'}; below it trained on the whole split: {', '.join(full) or 'none'}; "
+            "no interval: TF-IDF's per-example outcomes are not recorded)")
 
 
 def answers_table(results: dict) -> list[str]:

@@ -89,7 +89,7 @@ def trl(steps: int, data_dir: str) -> list[float]:
     from gta.models import load_tokenizer, resolve
     from gta.prompts import build_prompt, prime
     from gta.rewards import reward
-    from gta.trainer import bf16_supported
+    from gta.models import bf16_supported
 
     path = resolve("smollm2-135m")
     tok = load_tokenizer(path)

@@ -33,7 +33,7 @@ from gta import rollout
 from gta.losses import grpo_loss
 from gta.models import load_tokenizer, resolve
 
-from gta.trainer import bf16_supported
+from gta.models import bf16_supported
 from paper import machine  # benchmarks/paper.py, beside this script
 from speed import DATA, make_prompts, matmul_ceiling, timed
 

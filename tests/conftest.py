@@ -41,7 +41,11 @@ def _write_jsonl(path: Path, rows) -> None:
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> Path:
     """A small dataset of the project's own with emotion's six labels: {train,validation,test}.jsonl."""
-    folder = tmp_path_factory.mktemp("toy")
+    return make_toy_data(tmp_path_factory.mktemp("toy"))
+
+
+def make_toy_data(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", 72), ("validation", 24), ("test", 24)):
         rows = []
         for i in range(n):

@@ -103,13 +103,13 @@ def test_finished_runs_get_their_answer_summary_backfilled(paper, tmp_path):
 def test_machine_records_whether_bf16_is_native(paper, monkeypatch):
     """Two CPUs named "AMD EPYC" differ in native bf16, which decides the precision of training and of the speed
     benchmarks: the record says which."""
-    import gta.trainer
+    import gta.models
 
     m = paper.machine()
     assert m["cpu_id"].startswith("family ") and isinstance(m["bf16_native"], bool)
-    monkeypatch.setattr(gta.trainer, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(gta.models, "bf16_supported", lambda device: False)
     assert paper.machine()["bf16_native"] is False
-    monkeypatch.setattr(gta.trainer, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(gta.models, "bf16_supported", lambda device: True)
     assert paper.machine()["bf16_native"] is True
 
 

@@ -220,3 +220,20 @@ def test_answers_table_counts_the_labels_the_answers_use(report):
     run = {"eval": {"confusion_matrix": cm}, "answers": answers}
     rows = report.answers_table({"d": {"runs": {"gta": run}}})
     assert "| d | gta | 5.56 | 0.00 | — | 1 | 0.00 | 2 of 5 |" in rows
+
+
+def test_tfidf_baseline_columns_and_verdict(report, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert report.tfidf_results() == {}  # tfidf.py not run: the columns show a dash
+    lr = {"subset": {"accuracy": 0.55, "f1_weighted": 0.5, "n_train": 512},
+          "full": {"accuracy": 0.7, "f1_weighted": 0.7, "n_train": 8000}}
+    (tmp_path / "tfidf.json").write_text(json.dumps({"datasets": {"d": lr}}))
+    assert report.tfidf_results() == {"d": lr}
+    res = {"runs": {n: {"eval": {"accuracy": a, "f1_weighted": a}} for n, a in (("sft", 0.5), ("grpo", 0.2), ("gta", 0.6))}}
+    line = report.tfidf_verdict("d", res, lr)
+    assert line.startswith("- Every LLM method (SFT, GRPO, GTA) beats TF-IDF + LR on d at equal data: **not held** (TF-IDF + LR 55.00 on the same 512")
+    assert "below it at equal data: sft, grpo;" in line and "below it trained on the whole split: sft, grpo, gta;" in line
+    res["runs"]["sft"]["eval"]["accuracy"] = res["runs"]["grpo"]["eval"]["accuracy"] = 0.56
+    assert "**held**" in report.tfidf_verdict("d", res, lr)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from gta.trainer import bf16_supported
+from gta.models import bf16_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from .config import TrainConfig
 from .evaluate import (FAST_CLOSING, INVALID, canonical_label, check_reasons_first, constrained_answers,
                        generate_texts, score_labels)
 from .models import load_model, load_tokenizer
-from .trainer import bf16_supported, pick_device
+from .models import bf16_supported, pick_device
 
 
 class Classifier:

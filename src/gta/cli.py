@@ -44,7 +44,7 @@ def cmd_eval(args) -> None:
     from .evaluate import evaluate_examples, format_report, write_results
     from .models import load_model, load_tokenizer
     from .prompts import METHOD_TEMPLATE
-    from .trainer import bf16_supported, pick_device
+    from .models import bf16_supported, pick_device
 
     if args.run_dir:
         clf = Classifier.from_pretrained(args.run_dir, args.device, args.max_new_tokens)

