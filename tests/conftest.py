@@ -23,8 +23,9 @@ def data_dir() -> Path:
 
 def pytest_terminal_summary(terminalreporter):
     skipped = terminalreporter.stats.get("skipped", [])
+    for_data = [r for r in skipped if "benchmark data not found" in str(r.longrepr)]
     terminalreporter.write_line(f"{len(skipped)} test(s) skipped" + (
-        f" ({len(_SKIPPED_FOR_DATA)} for missing benchmark data: {_SKIPPED_FOR_DATA[0]})" if _SKIPPED_FOR_DATA else ""))
+        f" ({len(for_data)} for missing benchmark data: {_SKIPPED_FOR_DATA[0]})" if for_data and _SKIPPED_FOR_DATA else ""))
 
 
 TOY_LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]  # emotion's label set
