@@ -567,6 +567,9 @@ def reward_summary(metrics: list[dict]) -> str:
             f"{_mean(tail, 'reward/format'):.3f}")
     if "guess/accuracy" in metrics[0]:
         text += f"; guess accuracy {_mean(head, 'guess/accuracy'):.3f} -> {_mean(tail, 'guess/accuracy'):.3f}"
+    if "groups/informative" in metrics[0]:  # groups with equal rewards carry no advantage, so no RL signal
+        text += (f"; uninformative groups {100 * (1 - _mean(head, 'groups/informative')):.1f}% -> "
+                 f"{100 * (1 - _mean(tail, 'groups/informative')):.1f}% (all steps {100 * (1 - _mean(metrics, 'groups/informative')):.1f}%)")
     return text
 
 

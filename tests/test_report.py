@@ -237,3 +237,11 @@ def test_tfidf_baseline_columns_and_verdict(report, tmp_path, monkeypatch):
     assert "below it at equal data: sft, grpo;" in line and "below it trained on the whole split: sft, grpo, gta;" in line
     res["runs"]["sft"]["eval"]["accuracy"] = res["runs"]["grpo"]["eval"]["accuracy"] = 0.56
     assert "**held**" in report.tfidf_verdict("d", res, lr)
+
+
+def test_reward_summary_gives_the_share_of_uninformative_groups(report):
+    rows = [{"step": i + 1, "reward/accuracy": 0.0, "reward/format": 0.0, "groups/informative": 0.25 if i < 16 else 1.0}
+            for i in range(32)]
+    assert report.reward_summary(rows).endswith("; uninformative groups 75.0% -> 0.0% (all steps 37.5%)")
+    assert "uninformative" not in report.reward_summary([{k: v for k, v in r.items() if k != "groups/informative"}
+                                                         for r in rows])
