@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import math
 import random
 import time
@@ -28,16 +27,11 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, distributed, losses, prompts, rollout
+from . import checkpoint, data, distributed, losses, prompts, rollout, runfolder
 from .config import ConfigError, TrainConfig, write_json_atomic
 from .conflict import combine
 from .models import bf16_supported, load_model, load_tokenizer, pick_device, stop_token_ids
 from .rewards import reward
-
-# Config fields that may change on --resume without changing the steps already taken. max_steps and epochs may
-# grow (train longer: the learning-rate schedule then decays over the new total from the resumed step on).
-RESUMABLE_CHANGES = {"eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs"}
-
 
 def fused_adamw(params: list[torch.Tensor]) -> bool:
     """torch's fused AdamW kernel where it exists (CPU and CUDA, floating-point parameters): one pass over
@@ -59,6 +53,32 @@ class MicroBatch:
     old: torch.Tensor | None = None  # log pi_old, the behaviour policy: the first update's log-probs [b*G, T]
 
 
+class UpdateMeans:
+    """A step's figures as means over its mu updates: each update's value divided by mu, summed in order."""
+
+    def __init__(self, updates: int):
+        self.updates, self.sums = updates, {}
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v / self.updates
+
+
+class Stopwatch:
+    """Seconds spent inside its `with` blocks, summed."""
+
+    def __init__(self):
+        self.total = 0.0
+
+    @contextlib.contextmanager
+    def __call__(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.total += time.perf_counter() - t0
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True,
                  reward_fn: Callable[[str, str, str], dict[str, float]] = reward):
@@ -74,7 +94,7 @@ class Trainer:
         if cfg.batch_size % (self.dist.world * cfg.micro_batch_size):
             raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of processes ({self.dist.world}) "
                               f"x --micro-batch-size {cfg.micro_batch_size}")
-        self._check_run_dir(resume)
+        runfolder.check(self.run_dir, cfg, resume)  # on every process, so a refusal stops them all
         self.dist.barrier()  # every process has checked the folder before the first process writes to it
         if self.dist.world > 1 and self.dist.is_main:
             print(f"[gta] data-parallel training on {self.dist.world} processes")
@@ -158,24 +178,9 @@ class Trainer:
             write_json_atomic(self.run_dir / "labels.json", self.labels)
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)  # from a run killed before its first checkpoint
         self.dist.barrier()
-        self.tb = self._tensorboard() if self.dist.is_main else None
+        self.metrics_log = runfolder.MetricsLog(self.run_dir) if self.dist.is_main else None
 
     # ---------------------------------------------------------------- setup helpers
-    def _check_run_dir(self, resume: bool) -> None:
-        cfg_file = self.run_dir / "config.json"
-        if cfg_file.is_file():
-            if not resume:
-                raise ConfigError(f"{self.run_dir} already holds a run; pass --resume to continue it, "
-                                  "or choose another --output")
-            old = TrainConfig.load(cfg_file).to_dict()
-            changed = {k for k, v in self.cfg.to_dict().items() if old.get(k) != v} - RESUMABLE_CHANGES
-            if changed:
-                diff = ", ".join(f"{k}: {old[k]!r} -> {getattr(self.cfg, k)!r}" for k in sorted(changed))
-                raise ConfigError(f"--resume with a changed config ({diff}); use the run's settings or a new --output")
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
-            raise ConfigError(f"{self.run_dir} exists and is not empty, but holds no gta run; choose another --output")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-
     def _resume(self) -> None:
         path = checkpoint.latest(self.run_dir)
         checkpoint.load_weights(self.model, path)
@@ -185,27 +190,9 @@ class Trainer:
                               "--epochs; --resume can train longer, not shorter")
         if self.reference is not None and ref is not None:
             self.reference = [ref[n].to(self.device) for n in self.names]
-        # Drop metrics logged after the checkpoint (those steps run again) and a line cut short by a kill.
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.is_file() and self.dist.is_main:
-            keep = []
-            for line in metrics.read_text().splitlines():
-                try:
-                    if json.loads(line)["step"] <= self.step:
-                        keep.append(line)
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    pass
-            tmp = metrics.with_name("metrics.jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in keep))
-            tmp.replace(metrics)
+        if self.dist.is_main:  # the metrics of steps after the checkpoint: those steps run again
+            runfolder.truncate_metrics(self.run_dir, self.step)
         print(f"[gta] resumed {self.run_dir} from {path.name} (step {self.step})")
-
-    def _tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return None
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
 
     # ---------------------------------------------------------------- small utilities
     def batch_indices(self, step: int) -> list[int]:
@@ -383,16 +370,12 @@ class Trainer:
                         temperature=cfg.temperature)
 
         # 7. mu optimizer updates on this batch of rollouts
-        totals = {"loss/rl": 0.0, "loss/sft": 0.0, "kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0,
-                  "conflict/cosine": 0.0, "conflict/sft_dropped": 0.0, "grad_norm/sft": 0.0, "grad_norm/rl": 0.0,
-                  "rl_share": 0.0}
-        # the time GTA adds to the update: the guess loss's gradient (buffer, forward, backward), the conflict check
-        guess_s = 0.0
+        means = UpdateMeans(cfg.num_iterations)  # the step's figures: means over its mu updates
+        guess_time = Stopwatch()  # the time GTA adds: the guess loss's gradient (buffer, forward, backward), the rule
         for it in range(cfg.num_iterations):
             g_rl = self.new_grads()
-            t1 = time.perf_counter()
-            g_sft = self.new_grads() if gta else None
-            guess_s += time.perf_counter() - t1
+            with guess_time():
+                g_sft = self.new_grads() if gta else None
             kl_sum = clipped = tokens = 0.0
             for mb in micro:
                 logp, = rollout.shared_prefix_logprobs(self.model, mb.prompts, [(mb.ids, mb.cmask, G)],
@@ -403,46 +386,36 @@ class Trainer:
                                             cfg.beta, num_sequences=B * G)
                 self.add_grads(g_rl, torch.autograd.grad(l_rl, self.params, allow_unused=True))
                 if gta:  # the guess target in a forward of its own, so the RL graph is freed by its backward
-                    t1 = time.perf_counter()  # rather than kept for a second one (a lower peak: docs/speed-log.md)
-                    guess_logp = rollout.sequence_logprobs(self.model, mb.prompts, *mb.guess, self.bf16)
-                    l_sft = losses.sft_loss(guess_logp, mb.guess[1], sft_normaliser)
-                    self.add_grads(g_sft, torch.autograd.grad(l_sft, self.params, allow_unused=True))
-                    totals["loss/sft"] += float(l_sft.detach()) / cfg.num_iterations
-                    guess_s += time.perf_counter() - t1
-                totals["loss/rl"] += float(l_rl.detach()) / cfg.num_iterations
+                    with guess_time():  # rather than kept for a second one (a lower peak: docs/speed-log.md)
+                        guess_logp = rollout.sequence_logprobs(self.model, mb.prompts, *mb.guess, self.bf16)
+                        l_sft = losses.sft_loss(guess_logp, mb.guess[1], sft_normaliser)
+                        self.add_grads(g_sft, torch.autograd.grad(l_sft, self.params, allow_unused=True))
+                        means.add({"loss/sft": float(l_sft.detach())})
+                means.add({"loss/rl": float(l_rl.detach())})
                 kl_sum += float(st["kl_sum"])
                 clipped += float(st["clipped_sum"])
                 tokens += float(st["tokens"])
-            totals["kl"] += kl_sum / max(tokens, 1) / cfg.num_iterations
-            totals["clip_fraction"] += clipped / max(tokens, 1) / cfg.num_iterations
+            means.add({"kl": kl_sum / max(tokens, 1), "clip_fraction": clipped / max(tokens, 1)})
             g_rl = self.sum_grads(g_rl)  # the conflict rule sees the whole step's gradients
             if gta:
-                t1 = time.perf_counter()
-                g_sft = self.sum_grads(g_sft)
-                own = [i for i, g in enumerate(g_rl) if g is not None]  # all, unless gradients are sharded
-                _, info = combine([g_sft[i] for i in own], [g_rl[i] for i in own], cfg.lambda1, cfg.lambda2,
-                                  cfg.conflict, sum_across=self.dist.sum_scalars if self.owners else None,
-                                  rl_signal=rl_signal)
-                grads = g_rl  # combine wrote the result into g_rl's tensors
-                totals["conflict/cosine"] += info["cosine"] / cfg.num_iterations
-                totals["conflict/sft_dropped"] += info["sft_dropped"] / cfg.num_iterations
-                totals["grad_norm/sft"] += info["norm_sft"] / cfg.num_iterations
-                totals["grad_norm/rl"] += info["norm_rl"] / cfg.num_iterations
-                guess_s += time.perf_counter() - t1
+                with guess_time():
+                    g_sft = self.sum_grads(g_sft)
+                    own = [i for i, g in enumerate(g_rl) if g is not None]  # all, unless gradients are sharded
+                    _, info = combine([g_sft[i] for i in own], [g_rl[i] for i in own], cfg.lambda1, cfg.lambda2,
+                                      cfg.conflict, sum_across=self.dist.sum_scalars if self.owners else None,
+                                      rl_signal=rl_signal)
+                    grads = g_rl  # combine wrote the result into g_rl's tensors
+                    means.add({"conflict/cosine": info["cosine"], "conflict/sft_dropped": info["sft_dropped"],
+                               "grad_norm/sft": info["norm_sft"], "grad_norm/rl": info["norm_rl"]})
             else:
                 grads = [None if g is None else cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
             norm = self.apply_update(grads)  # the combined gradient's norm, before clipping
-            totals["grad_norm"] += norm / cfg.num_iterations
+            means.add({"grad_norm": norm})
             if gta:  # the RL gradient's share of the update (0 where SFT alone is applied: no RL signal)
-                share = abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["rl_signal"] else 0.0
-                totals["rl_share"] += share / cfg.num_iterations
+                means.add({"rl_share": abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["rl_signal"] else 0.0})
+        metrics.update(means.sums)
         if gta:
-            metrics["guess_s"] = guess_s
-        else:
-            for key in ("loss/sft", "conflict/cosine", "conflict/sft_dropped", "grad_norm/sft", "grad_norm/rl",
-                        "rl_share"):
-                totals.pop(key)
-        metrics.update(totals)
+            metrics["guess_s"] = guess_time.total
         metrics["_tokens"] = float(lengths.sum())
         return metrics
 
@@ -467,7 +440,7 @@ class Trainer:
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.eval_examples and self.dist.is_main:
                 m.update(self.evaluate())
             if self.dist.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
-                self.log(m)
+                self.metrics_log.write(self.step, m)
             bar.update(1)
             bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in m.items()
                              if k in ("reward/accuracy", "guess/accuracy", "loss/sft", "eval/accuracy")})
@@ -478,8 +451,8 @@ class Trainer:
                     self.save()
                 self.dist.barrier()
         bar.close()
-        if self.tb is not None:
-            self.tb.close()
+        if self.metrics_log is not None:
+            self.metrics_log.close()
         return self.run_dir
 
     def evaluate(self) -> dict:
@@ -493,14 +466,6 @@ class Trainer:
         if "guess_accuracy" in result:
             out["eval/guess_accuracy"] = result["guess_accuracy"]
         return out
-
-    def log(self, m: dict) -> None:
-        row = {"step": self.step, **{k: round(v, 6) for k, v in sorted(m.items())}}
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.tb is not None:
-            for k, v in m.items():
-                self.tb.add_scalar(k, v, self.step)
 
     def save(self) -> Path:
         ref = dict(zip(self.names, self.reference)) if self.reference is not None else None

@@ -1,0 +1,71 @@
+"""The run folder's files other than checkpoints: the config check on start and resume, metrics.jsonl (cut back
+to the checkpoint on resume) and TensorBoard. Only process 0 calls the writing functions."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import ConfigError, TrainConfig
+
+# Config fields that may change on --resume without changing the steps already taken. max_steps and epochs may
+# grow (train longer: the learning-rate schedule then decays over the new total from the resumed step on).
+RESUMABLE_CHANGES = {"eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs"}
+
+
+def check(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
+    """Refuse to overwrite a run, or to resume one with settings that change the steps it took; create the folder."""
+    cfg_file = run_dir / "config.json"
+    if cfg_file.is_file():
+        if not resume:
+            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --output")
+        old = TrainConfig.load(cfg_file).to_dict()
+        changed = {k for k, v in cfg.to_dict().items() if old.get(k) != v} - RESUMABLE_CHANGES
+        if changed:
+            diff = ", ".join(f"{k}: {old[k]!r} -> {getattr(cfg, k)!r}" for k in sorted(changed))
+            raise ConfigError(f"--resume with a changed config ({diff}); use the run's settings or a new --output")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"{run_dir} exists and is not empty, but holds no gta run; choose another --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop the metrics logged after the checkpoint of `step` (those steps run again) and a line cut short by a
+    kill; rewritten atomically."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return
+    keep = []
+    for line in metrics.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    tmp = metrics.with_name("metrics.jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.replace(metrics)
+
+
+class MetricsLog:
+    """metrics.jsonl, one line per logged step, and TensorBoard when it is installed."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "metrics.jsonl"
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.tb = None
+        else:
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, step: int, m: dict) -> None:
+        row = {"step": step, **{k: round(v, 6) for k, v in sorted(m.items())}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in m.items():
+                self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
