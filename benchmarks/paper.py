@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("--rerun", action="append", default=[], choices=["sft", "grpo", "gta", "gta-rl"],
                     help="run this method again (repeatable): its results are dropped and its run folder is moved "
                          "aside, then the script goes on as usual (e.g. after a fix that changes its training)")
+    ap.add_argument("--methods", nargs="+", default=None, choices=["sft", "grpo", "gta", "gta-rl"],
+                    help="train only these methods in this invocation (default: every one the dataset's protocol "
+                         "has), e.g. the most telling first when time is short; the others run on a later call")
     ap.add_argument("--backfill-only", action="store_true",
                     help="only recompute the answer summaries of finished runs from their predictions, then stop "
                          "(while a paper.py of the same dataset is running, its next save would undo it)")
@@ -131,7 +134,7 @@ def main() -> None:
         save()
 
     methods = ["sft", "grpo", "gta"] + (["gta-rl"] if ds == "sst5" else [])
-    for method in methods:
+    for method in [m for m in methods if args.methods is None or m in args.methods]:
         if method in results["runs"]:
             continue
         out = runs / method
