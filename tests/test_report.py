@@ -245,3 +245,19 @@ def test_reward_summary_gives_the_share_of_uninformative_groups(report):
     assert report.reward_summary(rows).endswith("; uninformative groups 75.0% -> 0.0% (all steps 37.5%)")
     assert "uninformative" not in report.reward_summary([{k: v for k, v in r.items() if k != "groups/informative"}
                                                          for r in rows])
+
+
+def test_reruns_on_the_corrected_code_have_their_own_section(report, tmp_path, monkeypatch):
+    import json
+
+    emotion = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
+    (tmp_path / report.AFTER_FIX).mkdir()
+    rerun = {"machine": emotion["machine"], "runs": {"sft": dict(emotion["runs"]["sft"], code=["new1234"])}}
+    (tmp_path / report.AFTER_FIX / "emotion.json").write_text(json.dumps(rerun))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    lines = report.replications({"emotion": emotion}, report.AFTER_FIX)
+    assert lines[0] == f"## Reruns on the corrected code (after `{report.FIDELITY_FIX}`)"
+    assert any(line.startswith("| sft |") and "`new1234`" in line for line in lines)
+    assert lines[-2].endswith("| 1/5 runs so far |")
+    assert report.replications({"emotion": emotion}) == []  # no replication folder: that section stays empty
+    assert report.verdict_note({"emotion": emotion}).endswith("which no replication has measured yet.")
