@@ -10,8 +10,7 @@ from . import checkpoint, prompts
 from .config import TrainConfig
 from .evaluate import (FAST_CLOSING, INVALID, canonical_label, check_reasons_first, constrained_answers,
                        generate_texts, score_labels)
-from .models import load_model, load_tokenizer
-from .models import bf16_supported, pick_device
+from .models import bf16_supported, load_model, load_tokenizer, pick_device
 
 
 class Classifier:

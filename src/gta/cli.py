@@ -42,9 +42,8 @@ def cmd_eval(args) -> None:
     from .classifier import Classifier
     from .data import check_labels, label_set, load_splits, stratified_subset
     from .evaluate import evaluate_examples, format_report, write_results
-    from .models import load_model, load_tokenizer
+    from .models import bf16_supported, load_model, load_tokenizer, pick_device
     from .prompts import METHOD_TEMPLATE
-    from .models import bf16_supported, pick_device
 
     if args.run_dir:
         clf = Classifier.from_pretrained(args.run_dir, args.device, args.max_new_tokens)

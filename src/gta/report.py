@@ -64,10 +64,12 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         if not present:
             continue
         fig, ax = plt.subplots(figsize=(6, 3.5))
+        plotted = []
         for key, label in present:
             steps, values = series(rows, key)
             ax.plot(steps, values, marker="o" if len(steps) < 20 else None, label=label)
-        if name in LOG_SCALE and all(v > 0 for k, _ in present for v in series(rows, k)[1]):
+            plotted += values
+        if name in LOG_SCALE and all(v > 0 for v in plotted):
             ax.set_yscale("log")
         ax.set(title=title, xlabel="step")
         ax.grid(alpha=0.3)
