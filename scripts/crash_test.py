@@ -1,10 +1,12 @@
 """Crash safety: kill a small seeded training run with SIGKILL at random moments, resume it each time, and
 check that its final weights and metrics equal those of an uninterrupted run with the same seed.
 
-    python scripts/crash_test.py [--method gta] [--min-trials 10] [--seed 0]
+    python scripts/crash_test.py [--method gta] [--min-trials 10] [--seed 0] [--processes 2]
 
 Uses a tiny randomly initialised model (SmolLM2's tokenizer) and the emotion data in ../shared/data,
-float32. Prints `N/N trials identical` (N = kills survived) and exits 1 on any difference.
+float32. With --processes 2 each run is 2 FSDP2 processes under torchrun, and each kill is a SIGKILL of the whole
+process group (torchrun and both workers). Prints `N/N trials identical` (N = kills survived) and exits 1 on any
+difference.
 """
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ TIMING = {"step_time_s", "tokens_per_s", "rollout_s", "guess_s"}  # wall-clock f
 
 
 def train_cmd(model: str, out: Path, args) -> list[str]:
-    return [sys.executable, "-m", "gta", "train", "--method", args.method, "--model", model, "--dataset", "emotion",
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                str(args.processes)] if args.processes > 1 else [sys.executable]
+    return [*launcher, "-m", "gta", "train", "--method", args.method, "--model", model, "--dataset", "emotion",
             "--data-dir", args.data_dir, "--train-limit", "64", "--max-steps", str(args.steps), "--batch-size", "2",
             "--micro-batch-size", "1", "--num-generations", "3", "--num-iterations", "2",
             "--max-completion-length", "12", "--max-prompt-length", "128", "--learning-rate", "1e-3", "--no-bf16",
@@ -49,9 +53,11 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--min-trials", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--processes", type=int, default=1, help="FSDP2 processes per run (torchrun)")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     args = ap.parse_args()
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error",
+           **({"OMP_NUM_THREADS": "1"} if args.processes > 1 else {})}
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -66,8 +72,9 @@ def main() -> int:
         scale, kills_in_run = 1.0, 0  # delays shrink when a whole run passes without a kill (the reference
         # run's times were slower than this machine is now, e.g. measured while something else ran)
         while True:
+            err = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would block the process
             proc = subprocess.Popen(train_cmd(model, run, args), env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE)
+                                    stderr=err, start_new_session=True)  # its own process group
             # kill somewhere in the run's life: every attempt pays the start-up time again, and beyond it the
             # kills advance the run by 1/min_trials of its training time on average, so about min_trials
             # kills land over one run's life, some of them during start-up or while a checkpoint is written
@@ -76,7 +83,7 @@ def main() -> int:
             try:
                 proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every worker at once
                 proc.wait()
                 kills, kills_in_run = kills + 1, kills_in_run + 1
                 step = _latest_step(run)
@@ -87,7 +94,8 @@ def main() -> int:
                     return 1
                 continue
             if proc.returncode != 0:
-                print(proc.stderr.read().decode()[-2000:])
+                err.seek(0)
+                print(err.read().decode()[-2000:])
                 print("the resumed run failed")
                 return 1
             if kills >= args.min_trials:

@@ -147,7 +147,8 @@ def test_corrupt_checkpoint_pointer(finished_run, tiny_path, capsys):
 
 def test_missing_optimizer_state_on_resume(finished_run, tiny_path, capsys):
     ckpt = next((finished_run / "checkpoints").glob("step-*"))
-    (ckpt / "optimizer.pt").write_bytes(b"\x00garbage")
+    for shard in (ckpt / "train_state").glob("*.distcp"):  # the optimizer's and the reference's saved tensors
+        shard.write_bytes(b"\x00garbage")
     fails(capsys, train_args(tiny_path, finished_run.parent / "d", finished_run, "--resume", "--max-steps", "1"),
           "unreadable or corrupt")
 

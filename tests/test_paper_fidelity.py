@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+import gta.engine as engine_module
 import gta.trainer as trainer_module
 from gta import evaluate, losses, rollout
 from gta.conflict import combine
@@ -43,7 +44,7 @@ def capture_combine(monkeypatch):
         calls.append((*before, [g.clone() for g in out], info))
         return out, info
 
-    monkeypatch.setattr(trainer_module, "combine", spy)
+    monkeypatch.setattr(engine_module, "combine", spy)
     return calls
 
 
@@ -58,7 +59,7 @@ def test_step_without_rl_signal_applies_lambda1_g_sft(tmp_path, tiny_path, toy_d
     c = cfg(tmp_path, tiny_path, toy_data, method="gta", seed=seed, ref_sync_steps=1, lambda1=0.5)
     t = Trainer(c, progress=False, reward_fn=constant_reward)
     applied = []
-    t.apply_update = lambda grads: applied.append([g.clone() for g in grads]) or 1.0
+    t.update = lambda grads: applied.append([g.clone() for g in grads]) or 1.0
     m = t.rl_step(t.batch_indices(0), 0)
     assert m["conflict/sft_dropped"] == 0.0 and m["groups/informative"] == 0.0 and m["rl_share"] == 0.0
     (g_sft, g_rl, out, info), = calls
@@ -104,7 +105,7 @@ def test_rl_logprobs_are_those_of_the_tempered_distribution(tmp_path, tiny_path,
     monkeypatch.setattr(trainer_module.rollout, "shared_prefix_logprobs", spy)
     c = cfg(tmp_path, tiny_path, toy_data, method="grpo", temperature=0.5, beta=0.1)
     t = Trainer(c, progress=False, reward_fn=varied_reward)
-    t.apply_update = lambda grads: 1.0  # keep the weights, so every call can be recomputed with them
+    t.update = lambda grads: 1.0  # keep the weights, so every call can be recomputed with them
     t.rl_step(t.batch_indices(0), 0)
     assert len(calls) == 4  # reference and policy pass, for each of the 2 micro-batches
     for prompts, ids, mask, k, (logp,) in calls:
@@ -243,7 +244,7 @@ def test_rl_forwards_run_without_dropout(tmp_path, tiny_path, toy_data):
     t = Trainer(c, progress=False, reward_fn=constant_reward)
     modes = []
     t.model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
-    t.apply_update = lambda grads: 1.0  # weights unchanged: the second update's ratio must be exactly 1
+    t.update = lambda grads: 1.0  # weights unchanged: the second update's ratio must be exactly 1
     m = t.rl_step(t.batch_indices(0), 0)
     assert modes and not any(modes)
     assert m["kl"] == 0.0 and m["clip_fraction"] == 0.0

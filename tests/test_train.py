@@ -78,7 +78,7 @@ def test_gradient_accumulation_equivalence(tmp_path, tiny_path, mech_data):
                 max_steps=1, eval_every=0)
         t = Trainer(c, progress=False, reward_fn=varied_reward)
         captured = []
-        t.apply_update = lambda grads: captured.append([g.clone() for g in grads]) or 0.0
+        t.update = lambda grads: captured.append([g.clone() for g in grads]) or 1.0
         m = t.rl_step(t.batch_indices(0), 0)
         results.append((captured, m))
     (a, ma), (b, mb) = results

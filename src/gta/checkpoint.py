@@ -1,16 +1,20 @@
-"""Checkpoints: weights (or adapter) as safetensors that transformers/peft load directly, optimizer,
-scheduler, RNG states, step and config. Each is written to a temporary folder and renamed into place,
-so a killed run never leaves a half-written checkpoint; `latest` is updated last, also atomically."""
+"""Checkpoints: weights (or adapter) as safetensors that transformers/peft load directly, the optimizer's states and
+the reference snapshot in torch.distributed.checkpoint's format (`train_state/`: each process writes its own shards,
+and a run resumes on any number of processes), scheduler, RNG state, step and config. Each checkpoint is written to
+a temporary folder and renamed into place, so a killed run never leaves a half-written one; `latest` is updated
+last, also atomically. With several processes the folder must be on storage every process sees."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .config import write_json_atomic
 
@@ -23,29 +27,60 @@ def is_peft(model) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, reference: dict | None,
+def save(run_dir: Path, step: int, engine, model, tokenizer, optimizer, scheduler, reference: dict | None,
          config: dict, keep: int) -> Path:
+    """Called by every process (the gathers and the sharded write are collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
     ckdir = Path(run_dir) / "checkpoints"
-    ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / f"step-{step:06d}"
     tmp = ckdir / f".step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    if engine.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    engine.barrier()
+    # the whole weights on process 0, for the Hugging Face folder (one process: save_pretrained reads the model)
+    weights = None
+    if engine.sharded:
+        weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        weights = {k: v for k, v in weights.items() if k not in _tied(model)}  # as save_pretrained writes them
+    state = {"optimizer": get_optimizer_state_dict(model, optimizer)}
     if reference is not None:
-        save_file({k: v.contiguous() for k, v in reference.items()}, tmp / "reference.safetensors")
-    version, internal, gauss = random.getstate()
-    write_json_atomic(tmp / "trainer_state.json", {"step": step, "config": config,
-                                                   "python_rng": [version, list(internal), gauss]})
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    write_json_atomic(ckdir / "latest.json", {"step": step, "path": final.name})
-    for old in sorted(ckdir.glob("step-*"))[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        state["reference"] = reference
+    with _one_process_ok():
+        dcp.save(state, checkpoint_id=tmp / "train_state")
+    if engine.is_main:
+        model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        version, internal, gauss = random.getstate()
+        write_json_atomic(tmp / "trainer_state.json", {"step": step, "config": config, "processes": engine.world,
+                                                       "python_rng": [version, list(internal), gauss]})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        write_json_atomic(ckdir / "latest.json", {"step": step, "path": final.name})
+        for old in sorted(ckdir.glob("step-*"))[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    engine.barrier()
     return final
+
+
+@contextlib.contextmanager
+def _one_process_ok():
+    """torch.distributed.checkpoint warns that it assumes one process when no process group exists: that is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def _tied(model) -> set[str]:
+    """Names of parameters that are another parameter (tied weights, e.g. lm_head = embed_tokens), after the first."""
+    seen, tied = set(), set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        (tied.add(name) if id(p) in seen else seen.add(id(p)))
+    return tied
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -106,19 +141,36 @@ def _load(file: Path) -> dict:
         raise CheckpointError(f"{file} is unreadable or corrupt ({e})") from None
 
 
-def load_training_state(path: Path, optimizer, scheduler) -> tuple[int, dict | None]:
-    """Restore optimizer, scheduler and RNG; return (step, reference snapshot or None)."""
+def load_training_state(path: Path, model, optimizer, scheduler, reference: dict | None) -> int:
+    """Restore optimizer (re-sharded to this run's processes), the reference snapshot (in place, into `reference`'s
+    tensors), scheduler and RNG; return the step. Called by every process."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
     try:
         state = json.loads((path / "trainer_state.json").read_text())
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        if (path / "train_state").is_dir():
+            target = {"optimizer": get_optimizer_state_dict(model, optimizer)}  # the shapes (and shards) to fill
+            if reference is not None:
+                target["reference"] = reference
+            with _one_process_ok():
+                dcp.load(target, checkpoint_id=path / "train_state")
+            set_optimizer_state_dict(model, optimizer, target["optimizer"])
+        else:  # a one-process checkpoint written before torch.distributed.checkpoint was used
+            optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+            if reference is not None:
+                for k, v in _load(path / "reference.safetensors").items():
+                    reference[k].copy_(v)
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         rng = torch.load(path / "rng.pt", weights_only=True)
-    except Exception as e:  # torch.load raises several unrelated types (UnpicklingError, RuntimeError, EOFError)
+    # torch.load raises several unrelated types (UnpicklingError, RuntimeError, EOFError); torch.distributed.checkpoint
+    # its CheckpointException, a BaseException
+    except (Exception, CheckpointException) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({first}); delete it to resume "
                               "from the previous one") from None
     torch.set_rng_state(rng["torch"])
     version, internal, gauss = state["python_rng"]
     random.setstate((version, tuple(internal), gauss))
-    ref_file = path / "reference.safetensors"
-    return state["step"], (_load(ref_file) if ref_file.is_file() else None)
+    return state["step"]

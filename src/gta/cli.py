@@ -170,12 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "predict" or any(x.startswith("-") for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.texts = list(args.texts) + extra
-    if args.command == "train" and not extra:
-        from .distributed import cpu_processes_asked, start_processes
-
-        n = cpu_processes_asked()
-        if n:  # `accelerate launch --cpu --num_processes N` without mpirun: start the N processes ourselves
-            return start_processes(n, argv)
     try:
         args.func(args)
     except USER_ERRORS as e:

@@ -64,10 +64,6 @@ class TrainConfig:
     # logging, evaluation, checkpoints
     eval_every: int = _f(0, "evaluate on a validation subset every N steps (0 = never)")
     eval_limit: int = _f(64, "size of that validation subset")
-    shard_optimizer: bool = _f(False, "ZeRO stage 1: shard AdamW's states across processes (torch's "
-                                      "ZeroRedundancyOptimizer); no effect with one process")
-    shard_gradients: bool = _f(False, "ZeRO stage 2: also shard g_RL and g_SFT (each process keeps the summed "
-                                      "gradients of its own parameters only); implies --shard-optimizer")
     save_every: int = _f(50, "checkpoint every N steps (and always at the end)")
     keep_checkpoints: int = _f(2, "how many checkpoints to keep")
     log_every: int = _f(1, "write metrics every N steps")
@@ -116,6 +112,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in REMOVED}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown config key(s) {unknown}; known keys: {sorted(known)}")
@@ -127,6 +124,11 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
+
+
+# Settings of earlier versions that no longer exist and changed nothing a run computed: ignored in a run's config.json
+# (FSDP2 now shards weights, gradients and optimizer states whenever there are several processes).
+REMOVED = {"shard_optimizer", "shard_gradients"}
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from .config import ConfigError, TrainConfig
 
-# Config fields that may change on --resume without changing the steps already taken. max_steps and epochs may
-# grow (train longer: the learning-rate schedule then decays over the new total from the resumed step on).
-RESUMABLE_CHANGES = {"eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs"}
+# Config fields that may change on --resume without changing the steps already taken (output: the folder was moved).
+# max_steps and epochs may grow (train longer: the learning-rate schedule then decays over the new total from the
+# resumed step on).
+RESUMABLE_CHANGES = {"output", "eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs"}
 
 
 def check(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:

@@ -6,9 +6,9 @@
   4. advantages: rewards normalised within each group of G
   5. masks: RL loss on completion tokens (gta: guess span excluded); gta: guess target = gold label
   6. reference log-probs (no grad) when beta > 0
-  7. mu optimizer updates on this batch; each sums, over micro-batches, g_RL (one shared-prefix forward of
-     the prompts and their G completions) and, for gta, g_SFT (one forward of each prompt and its gold guess),
-     reduces them across processes, applies the conflict rule, clips, steps
+  7. mu optimizer updates on this batch; each accumulates, over micro-batches, g_RL (one shared-prefix forward
+     of the prompts and their G completions) and then, for gta, g_SFT (one forward of each prompt and its gold
+     guess), summed across processes, applies the conflict rule, clips, steps (engine.py: the gradient handling)
   8. refresh the reference every `ref_sync_steps`; log; evaluate; checkpoint
 
 sft skips 2-6: its step is cross-entropy on the label tokens of B examples, one optimizer update.
@@ -16,7 +16,6 @@ sft skips 2-6: its step is cross-entropy on the label tokens of B examples, one 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import math
 import random
@@ -27,9 +26,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, distributed, losses, prompts, rollout, runfolder
+from . import checkpoint, data, losses, prompts, rollout, runfolder
 from .config import ConfigError, TrainConfig, write_json_atomic
-from .conflict import combine
+from .engine import Engine
 from .models import bf16_supported, load_model, load_tokenizer, pick_device, stop_token_ids
 from .rewards import reward
 
@@ -40,15 +39,26 @@ def fused_adamw(params: list[torch.Tensor]) -> bool:
 
 
 @dataclasses.dataclass
+class Rollouts:
+    """A step's rollouts on this process: B prompts (rows prompt-major), G completions o_i each."""
+    prompt_ids: list[int]  # the B training examples
+    ids: torch.Tensor  # o_i: completion tokens [B*G, T], T = the longest completion
+    cmask: torch.Tensor  # 1 on o_i's tokens [B*G, T]
+    rows: list[list[int]]  # o_i's valid tokens, B*G lists
+    texts: list[str]  # o_i decoded, after the primed opening tag, B*G strings
+    lengths: torch.Tensor  # |o_i| [B*G]
+
+
+@dataclasses.dataclass
 class MicroBatch:
     """One micro-batch of a step's rollouts: b prompts and their G completions o_i each (rows prompt-major)."""
+    prompt_ids: list[int]  # the b training examples
     prompts: rollout.Prompts  # the b prompts, left-padded: input_ids, attention_mask [b, P]
     ids: torch.Tensor  # o_i: completion tokens [b*G, T], T = this micro-batch's longest completion
     cmask: torch.Tensor  # 1 on o_i's tokens [b*G, T]
     rl_mask: torch.Tensor  # the tokens of L_RL: o_i minus, for gta, the guess span [b*G, T]
     adv: torch.Tensor  # A_i, group-normalised advantages [b*G]
     lengths: torch.Tensor  # |o_i| [b*G]
-    guess: tuple[torch.Tensor, torch.Tensor] | None = None  # gta: the gold guess target and its mask [b, L]
     ref: torch.Tensor | None = None  # log pi_ref of o_i's tokens [b*G, T] (beta > 0)
     old: torch.Tensor | None = None  # log pi_old, the behaviour policy: the first update's log-probs [b*G, T]
 
@@ -64,19 +74,14 @@ class UpdateMeans:
             self.sums[k] = self.sums.get(k, 0.0) + v / self.updates
 
 
-class Stopwatch:
-    """Seconds spent inside its `with` blocks, summed."""
-
-    def __init__(self):
-        self.total = 0.0
-
-    @contextlib.contextmanager
-    def __call__(self):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.total += time.perf_counter() - t0
+@contextlib.contextmanager
+def timed(into: dict[str, float], key: str):
+    """Add the seconds spent inside the `with` block to into[key]."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[key] = into.get(key, 0.0) + time.perf_counter() - t0
 
 
 class Trainer:
@@ -88,16 +93,16 @@ class Trainer:
         self.reward_fn = reward_fn
         self.run_dir = Path(cfg.output)
         self.device = pick_device(cfg.device)
-        # Several processes (torchrun / accelerate launch): each takes an equal share of a step's prompts;
-        # gradients are summed across processes before the conflict rule. One process: all no-ops.
-        self.dist = distributed.setup(self.device)
-        if cfg.batch_size % (self.dist.world * cfg.micro_batch_size):
-            raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of processes ({self.dist.world}) "
+        # Several processes (torchrun, accelerate launch, mpirun): FSDP2, each process an equal share of a step's
+        # prompts. One process: the plain model (engine.py).
+        self.engine = Engine(self.device)
+        if cfg.batch_size % (self.engine.world * cfg.micro_batch_size):
+            raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of processes ({self.engine.world}) "
                               f"x --micro-batch-size {cfg.micro_batch_size}")
         runfolder.check(self.run_dir, cfg, resume)  # on every process, so a refusal stops them all
-        self.dist.barrier()  # every process has checked the folder before the first process writes to it
-        if self.dist.world > 1 and self.dist.is_main:
-            print(f"[gta] data-parallel training on {self.dist.world} processes")
+        self.engine.barrier()  # every process has checked the folder before the first process writes to it
+        if self.engine.sharded and self.engine.is_main:
+            print(f"[gta] FSDP2 training on {self.engine.world} processes (weights, gradients and AdamW states sharded)")
         self.bf16 = cfg.bf16 and bf16_supported(self.device)
         if cfg.bf16 and not self.bf16:
             print("[gta] bf16 autocast is not fast on this device; training in float32")
@@ -121,78 +126,54 @@ class Trainer:
             print(f"[gta] {truncated} of {len(self.prompts)} training texts were cut to fit "
                   f"--max-prompt-length {cfg.max_prompt_length}")
 
-        # Model, optimizer, schedule
-        self.model = load_model(cfg.model, self.device, cfg.lora_r, cfg.lora_alpha,
-                                trust_remote_code=cfg.trust_remote_code)
-        self.stop_ids = stop_token_ids(self.tokenizer, self.model)
+        # Model (a resumed run's weights go in before sharding), sampler, optimizer, schedule, reference
+        model = load_model(cfg.model, self.device, cfg.lora_r, cfg.lora_alpha, trust_remote_code=cfg.trust_remote_code)
+        resume_from = checkpoint.latest(self.run_dir) if resume else None
+        if resume_from is not None:
+            checkpoint.load_weights(model, resume_from)
+        self.stop_ids = stop_token_ids(self.tokenizer, model)
         # RL methods run every forward (rollout, policy, behaviour, reference, guess) without dropout, as TRL does:
         # dropout would make the ratio pi_theta / pi_old noisy. The sft baseline trains as usual SFT does.
-        self.model.train(not cfg.uses_rl)
-        # With bf16, rollouts run on a bf16 copy of the policy, refreshed before each rollout (one copy of the
-        # weights): decoding with bf16 weights is faster than fp32 weights under autocast, which re-casts every
-        # weight at every decoded token. The update pass keeps fp32 master weights under autocast.
-        self.sampler = copy.deepcopy(self.model).to(torch.bfloat16).eval() if self.bf16 else self.model
+        model.train(not cfg.uses_rl)
+        self.sampler = self.engine.sampler(model, self.bf16)
+        self.model = self.engine.wrap(model, self.bf16)
+        self.autocast = self.bf16 and not self.engine.mixed_precision  # CUDA + FSDP2: its own bf16 policy instead
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         steps_per_epoch = math.ceil(len(self.train_examples) / cfg.batch_size)
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-        self.updates_per_step = cfg.num_iterations if cfg.uses_rl else 1
-        total_updates = self.total_steps * self.updates_per_step
+        total_updates = self.total_steps * (cfg.num_iterations if cfg.uses_rl else 1)
         warmup = int(cfg.warmup_ratio * total_updates)
-        self.owners = None  # ZeRO stage 2: the process that owns each parameter's gradient and update
-        if (cfg.shard_optimizer or cfg.shard_gradients) and self.dist.world > 1:
-            # ZeRO stage 1: each process keeps AdamW's moments for its share of the parameters and broadcasts
-            # them after its step. Stage 2: each micro-batch's gradients are summed onto their owner process
-            # at once, so a process accumulates g_RL and g_SFT for its own parameters only.
-            from torch.distributed.optim import ZeroRedundancyOptimizer
-
-            self.optimizer = ZeroRedundancyOptimizer(self.params, optimizer_class=torch.optim.AdamW,
-                                                     lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                                     fused=fused_adamw(self.params))
-            stage = 1
-            if cfg.shard_gradients:
-                stage = 2
-                owner_of = self.optimizer._param_to_rank  # torch's own partition, so each update is local
-                self.owners = [owner_of[p] for p in self.params]
-            if self.dist.is_main:
-                what = "AdamW states" + (" and gradients" if stage == 2 else "")
-                print(f"[gta] {what} sharded over {self.dist.world} processes (ZeRO stage {stage})")
-        else:
-            self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                               fused=fused_adamw(self.params))
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                           fused=fused_adamw(self.params))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda u: min((u + 1) / max(1, warmup), max(0.0, (total_updates - u) / max(1, total_updates - warmup))))
-        # Reference policy: a snapshot of the trainable tensors, swapped in for its forwards. Works the same
-        # for full fine-tuning and LoRA (there the reference is base + the adapter at the last refresh).
+        # Reference policy: a snapshot of the trainable tensors (their local shards with FSDP2), swapped in for its
+        # forwards. The same for full fine-tuning and LoRA (there: base + the adapter at the last refresh).
         self.reference = [p.detach().clone() for p in self.params] if cfg.uses_rl and cfg.beta != 0 else None
 
         self._targets: dict[tuple[int, str], list[int]] = {}
         self.step = 0
         self._order: tuple[int, list[int]] = (-1, [])
-        if resume and checkpoint.latest(self.run_dir) is not None:
-            self._resume()
-            if self.dist.is_main:  # the settings that may change on resume (e.g. a longer run) are the run's now
-                cfg.save(self.run_dir / "config.json")
-        elif self.dist.is_main:
-            cfg.save(self.run_dir / "config.json")
+        if resume_from is not None:
+            self._resume(resume_from)
+        elif self.engine.is_main:
             write_json_atomic(self.run_dir / "labels.json", self.labels)
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)  # from a run killed before its first checkpoint
-        self.dist.barrier()
-        self.metrics_log = runfolder.MetricsLog(self.run_dir) if self.dist.is_main else None
+        if self.engine.is_main:  # on resume, the settings that may change (e.g. a longer run) are the run's now
+            cfg.save(self.run_dir / "config.json")
+        self.engine.barrier()
+        self.metrics_log = runfolder.MetricsLog(self.run_dir) if self.engine.is_main else None
 
-    # ---------------------------------------------------------------- setup helpers
-    def _resume(self) -> None:
-        path = checkpoint.latest(self.run_dir)
-        checkpoint.load_weights(self.model, path)
-        self.step, ref = checkpoint.load_training_state(path, self.optimizer, self.scheduler)
+    def _resume(self, path: Path) -> None:
+        ref = dict(zip(self.names, self.reference)) if self.reference is not None else None
+        self.step = checkpoint.load_training_state(path, self.model, self.optimizer, self.scheduler, ref)
         if self.step > self.total_steps:
             raise ConfigError(f"{self.run_dir} is at step {self.step}, past the {self.total_steps} steps of --max-steps/"
                               "--epochs; --resume can train longer, not shorter")
-        if self.reference is not None and ref is not None:
-            self.reference = [ref[n].to(self.device) for n in self.names]
-        if self.dist.is_main:  # the metrics of steps after the checkpoint: those steps run again
+        if self.engine.is_main:  # the metrics of steps after the checkpoint: those steps run again
             runfolder.truncate_metrics(self.run_dir, self.step)
-        print(f"[gta] resumed {self.run_dir} from {path.name} (step {self.step})")
+            print(f"[gta] resumed {self.run_dir} from {path.name} (step {self.step})")
 
     # ---------------------------------------------------------------- small utilities
     def batch_indices(self, step: int) -> list[int]:
@@ -214,29 +195,16 @@ class Trainer:
 
     def local(self, idx: list[int]) -> tuple[list[int], range]:
         """This process's contiguous share of the step's prompts, and their positions in the step."""
-        n = len(idx) // self.dist.world
-        positions = range(self.dist.rank * n, (self.dist.rank + 1) * n)
+        n = len(idx) // self.engine.world
+        positions = range(self.engine.rank * n, (self.engine.rank + 1) * n)
         return [idx[k] for k in positions], positions
 
-    @contextlib.contextmanager
-    def reference_weights(self):
-        """Temporarily swap the reference snapshot into the trainable tensors (no copy, pointer swap)."""
-        for i, p in enumerate(self.params):
-            p.data, self.reference[i] = self.reference[i], p.data
-        try:
-            yield
-        finally:
-            for i, p in enumerate(self.params):
-                p.data, self.reference[i] = self.reference[i], p.data
-
-    @torch.no_grad()
     def sync_sampler(self):
-        """The model to sample from: the policy itself, or its bf16 copy brought up to date."""
+        """The model to sample from: the policy itself, or its copy brought up to date (collective with FSDP2)."""
         if self.sampler is self.model:
             self.model.eval()  # RL methods never leave eval mode (no dropout); evaluate() restores the sft mode
         else:
-            for s, p in zip(self.sampler.parameters(), self.model.parameters()):
-                s.copy_(p)
+            self.engine.refresh(self.sampler, self.model)
         return self.sampler
 
     def target(self, i: int, closing: str) -> list[int]:
@@ -255,176 +223,135 @@ class Trainer:
     def encode(self, ids: list[int]) -> rollout.Prompts:
         return rollout.encode_prompts(self.tokenizer, [self.prompts[i] for i in ids], self.device)
 
-    # Gradients of a step: whole on every process, or (ZeRO stage 2) only the owned ones, None elsewhere.
-    def new_grads(self) -> list[torch.Tensor | None]:
-        return [torch.zeros_like(p) if self.owners is None or self.owners[i] == self.dist.rank else None
-                for i, p in enumerate(self.params)]
+    def targets(self, ids: list[int], closing: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return rollout.pad_right([self.target(i, closing) for i in ids], self.tokenizer.pad_token_id, self.device)
 
-    def add_grads(self, total: list[torch.Tensor | None], local) -> None:
-        """Accumulate one micro-batch's gradients (stage 2: summed onto their owners right away)."""
-        if self.owners is not None:
-            local = self.dist.reduce_to_owners([torch.zeros_like(p) if g is None else g
-                                                for p, g in zip(self.params, local)], self.owners)
-        for t, g in zip(total, local):
-            if t is not None and g is not None:
-                t += g
+    def target_loss(self, ids: list[int], closing: str, normaliser: int, encoded=None) -> torch.Tensor:
+        """The SFT loss of the examples' targets (sft: the label; gta: the guess), this process's share."""
+        targets, tmask = self.targets(ids, closing)
+        logp = rollout.sequence_logprobs(self.model, encoded or self.encode(ids), targets, tmask, self.autocast)
+        return losses.sft_loss(logp, tmask, normaliser)
 
-    def sum_grads(self, total: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        """The step's gradients summed over processes (stage 2: already summed on their owners)."""
-        return total if self.owners is not None else self.dist.all_reduce_sum(total)
+    def policy_logprobs(self, mb: MicroBatch) -> torch.Tensor:
+        """log pi_theta of o_i's tokens [b*G, T] under the current weights."""
+        logp, = rollout.shared_prefix_logprobs(self.model, mb.prompts, [(mb.ids, mb.cmask, self.cfg.num_generations)],
+                                               self.autocast, temperature=self.cfg.temperature)
+        return logp
 
-    def apply_update(self, grads: list[torch.Tensor | None]) -> float:
-        for p, g in zip(self.params, grads):
-            p.grad = g
-        if self.owners is None:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm or float("inf"))
-        else:  # the global norm from each process's share, then torch's clipping rule
-            own = [g for g in grads if g is not None]
-            norm = self.dist.sum_scalars(torch.stack([g.double().pow(2).sum() for g in own]).sum()).sqrt()
-            if self.cfg.max_grad_norm:
-                torch._foreach_mul_(own, float(torch.clamp(self.cfg.max_grad_norm / (norm + 1e-6), max=1.0)))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+    def update(self, grads: list[torch.Tensor]) -> float:
+        return self.engine.step(self.params, grads, self.optimizer, self.scheduler, self.cfg.max_grad_norm)
 
     # ---------------------------------------------------------------- the steps
     def sft_step(self, idx: list[int]) -> dict:
-        cfg = self.cfg
         normaliser = self.sft_normaliser(idx, "</answer>")  # idx: the whole step's prompts (all processes)
         idx, _ = self.local(idx)
-        grads = self.new_grads()
-        loss_sum, tokens = 0.0, 0
-        for start in range(0, len(idx), cfg.micro_batch_size):
-            mb = idx[start:start + cfg.micro_batch_size]
-            targets, tmask = rollout.pad_right(
-                [self.target(i, "</answer>") for i in mb],
-                self.tokenizer.pad_token_id, self.device)
-            logp = rollout.sequence_logprobs(self.model, self.encode(mb), targets, tmask, self.bf16)
-            loss = losses.sft_loss(logp, tmask, normaliser)
-            self.add_grads(grads, torch.autograd.grad(loss, self.params, allow_unused=True))
+        loss_sum, mbs = 0.0, self.cfg.micro_batch_size
+        for start in range(0, len(idx), mbs):
+            loss = self.target_loss(idx[start:start + mbs], "</answer>", normaliser)
+            self.engine.backward(loss)
             loss_sum += float(loss.detach())
-            tokens += int(tmask.sum())
-        grad_norm = self.apply_update(self.sum_grads(grads))
-        return {"loss/sft": loss_sum, "grad_norm": grad_norm, "_tokens": tokens}
+        grads = self.engine.take_grads(self.params)
+        grad_norm = self.update(grads)
+        tokens = sum(len(self.target(i, "</answer>")) for i in idx)
+        return {"loss/sft": loss_sum, "grad_norm": grad_norm, "_tokens": tokens,
+                **self.engine.bytes_held(self.params, grads, self.optimizer)}
 
     def rl_step(self, idx: list[int], step: int) -> dict:
-        cfg, tok, G, B = self.cfg, self.tokenizer, self.cfg.num_generations, len(idx)  # B: the whole step's prompts
-        gta = cfg.method == "gta"
-        sft_normaliser = self.sft_normaliser(idx, "</guess>") if gta else 1
-        idx, positions = self.local(idx)
-        Bl = len(idx)  # prompts of this process
-        metrics: dict[str, float] = {}
-
-        # 2. rollout: G completions per prompt from one prefill each
-        t0 = time.perf_counter()
-        batch = self.encode(idx)
-        completions, cmask = rollout.generate(self.sync_sampler(), batch, G, cfg.max_completion_length, self.stop_ids,
-                                              tok.pad_token_id, cfg.temperature, self.generators(step, positions))
-        metrics["rollout_s"] = time.perf_counter() - t0
-        rows = [c[: int(m.sum())] for c, m in zip(completions.tolist(), cmask)]  # valid tokens of each row
-        texts = [prompts.prime(self.template) + tok.decode(r, skip_special_tokens=True) for r in rows]
-
-        # 3. rewards
-        golds = [self.train_examples[i].label for i in idx for _ in range(G)]
-        parts = [self.reward_fn(t, g, self.template) for t, g in zip(texts, golds)]
-        for key in ("total", "format", "accuracy"):
-            metrics[f"reward/{key}"] = sum(p[key] for p in parts) / len(parts)
-        if self.template == "gta":
-            metrics["guess/accuracy"] = sum(p["guess"] for p in parts) / len(parts)
-        rewards = torch.tensor([p["total"] for p in parts], dtype=torch.float32).view(Bl, G)
-        # groups whose rewards differ: only they carry an advantage (the others' RL gradient is the KL term alone).
+        cfg, G, gta = self.cfg, self.cfg.num_generations, self.cfg.method == "gta"
+        num_sequences, sft_normaliser = len(idx) * G, self.sft_normaliser(idx, "</guess>") if gta else 1
+        idx, positions = self.local(idx)  # this process's prompts
+        m: dict[str, float] = {}
+        with timed(m, "rollout_s"):  # 2. rollout: G completions per prompt from one prefill each
+            ro = self.rollout(idx, step, positions)
+        rewards = self.rewards(ro, m)  # 3. rewards [B, G]
+        informative = (rewards.std(dim=1) > 0).double().sum()  # groups whose rewards differ: they carry an advantage
+        m["groups/informative"] = float(informative) / len(idx)
         # With none in the whole step (all processes), g_RL has no direction for the conflict rule to test.
-        informative = (rewards.std(dim=1) > 0).double().sum()
-        metrics["groups/informative"] = float(informative) / Bl
-        rl_signal = bool(self.dist.sum_scalars(informative.reshape(1)) > 0)
-
-        # 4. advantages, (B, G) -> (B*G,)
-        advantages = losses.group_advantages(rewards).view(-1).to(self.device)
-
-        # 5. masks: RL on all completion tokens, minus the guess span for gta; |o_i| = completion length
-        rl_mask = cmask.float()
-        if gta:
-            span = torch.tensor([rollout.guess_span_mask(tok, r, len(r)) + [0] * (cmask.shape[1] - len(r))
-                                 for r in rows], device=self.device)
-            rl_mask = rl_mask * (1 - span)
-        lengths = cmask.sum(dim=1).float()
-        metrics["completion_length"] = float(lengths.mean())
-
-        # Micro-batches of prompts; each carries its G completions, trimmed to its longest completion.
-        micro = []
-        for s in range(0, Bl, cfg.micro_batch_size):
-            rs = slice(s * G, (s + cfg.micro_batch_size) * G)
-            width = max(1, int(cmask[rs].sum(dim=1).max()))
-            guess = rollout.pad_right([self.target(i, "</guess>") for i in idx[s:s + cfg.micro_batch_size]],
-                                      tok.pad_token_id, self.device) if gta else None
-            micro.append(MicroBatch(self.encode(idx[s:s + cfg.micro_batch_size]), completions[rs, :width],
-                                    cmask[rs, :width], rl_mask[rs, :width], advantages[rs], lengths[rs], guess))
-
-        # 6. reference log-probs (no grad)
-        if self.reference is not None:
-            with torch.no_grad(), self.reference_weights():
+        rl_signal = bool(self.engine.sum_scalars(informative.reshape(1).to(self.device)) > 0)
+        advantages = losses.group_advantages(rewards).view(-1).to(self.device)  # 4. advantages [B*G]
+        micro = self.micro_batches(ro, advantages, gta)  # 5. masks, per micro-batch
+        m["completion_length"] = float(ro.lengths.mean())
+        if self.reference is not None:  # 6. reference log-probs (no grad)
+            with torch.no_grad(), self.engine.swapped(self.params, self.reference):
                 for mb in micro:
-                    mb.ref, = rollout.shared_prefix_logprobs(
-                        self.model, mb.prompts, [(mb.ids, mb.cmask, G)], self.bf16,
-                        temperature=cfg.temperature)
-
-        # 7. mu optimizer updates on this batch of rollouts
-        means = UpdateMeans(cfg.num_iterations)  # the step's figures: means over its mu updates
-        guess_time = Stopwatch()  # the time GTA adds: the guess loss's gradient (buffer, forward, backward), the rule
-        for it in range(cfg.num_iterations):
-            g_rl = self.new_grads()
-            with guess_time():
-                g_sft = self.new_grads() if gta else None
-            kl_sum = clipped = tokens = 0.0
-            for mb in micro:
-                logp, = rollout.shared_prefix_logprobs(self.model, mb.prompts, [(mb.ids, mb.cmask, G)],
-                                                       self.bf16, temperature=cfg.temperature)
+                    mb.ref = self.policy_logprobs(mb)
+        means, guess_time = UpdateMeans(cfg.num_iterations), {"guess_s": 0.0}
+        for it in range(cfg.num_iterations):  # 7. mu optimizer updates on this batch of rollouts
+            kl = clipped = tokens = 0.0
+            for mb in micro:  # g_RL, accumulated over micro-batches (and summed over processes)
+                logp = self.policy_logprobs(mb)
                 if it == 0:  # the behaviour policy: parameters before this batch's first update
                     mb.old = logp.detach()
                 l_rl, st = losses.grpo_loss(logp, mb.old, mb.ref, mb.adv, mb.rl_mask, mb.lengths, cfg.epsilon,
-                                            cfg.beta, num_sequences=B * G)
-                self.add_grads(g_rl, torch.autograd.grad(l_rl, self.params, allow_unused=True))
-                if gta:  # the guess target in a forward of its own, so the RL graph is freed by its backward
-                    with guess_time():  # rather than kept for a second one (a lower peak: docs/speed-log.md)
-                        guess_logp = rollout.sequence_logprobs(self.model, mb.prompts, *mb.guess, self.bf16)
-                        l_sft = losses.sft_loss(guess_logp, mb.guess[1], sft_normaliser)
-                        self.add_grads(g_sft, torch.autograd.grad(l_sft, self.params, allow_unused=True))
-                        means.add({"loss/sft": float(l_sft.detach())})
+                                            cfg.beta, num_sequences=num_sequences)
+                self.engine.backward(l_rl)
                 means.add({"loss/rl": float(l_rl.detach())})
-                kl_sum += float(st["kl_sum"])
-                clipped += float(st["clipped_sum"])
-                tokens += float(st["tokens"])
-            means.add({"kl": kl_sum / max(tokens, 1), "clip_fraction": clipped / max(tokens, 1)})
-            g_rl = self.sum_grads(g_rl)  # the conflict rule sees the whole step's gradients
-            if gta:
-                with guess_time():
-                    g_sft = self.sum_grads(g_sft)
-                    own = [i for i, g in enumerate(g_rl) if g is not None]  # all, unless gradients are sharded
-                    _, info = combine([g_sft[i] for i in own], [g_rl[i] for i in own], cfg.lambda1, cfg.lambda2,
-                                      cfg.conflict, sum_across=self.dist.sum_scalars if self.owners else None,
-                                      rl_signal=rl_signal)
-                    grads = g_rl  # combine wrote the result into g_rl's tensors
-                    means.add({"conflict/cosine": info["cosine"], "conflict/sft_dropped": info["sft_dropped"],
-                               "grad_norm/sft": info["norm_sft"], "grad_norm/rl": info["norm_rl"]})
+                kl, clipped, tokens = kl + float(st["kl_sum"]), clipped + float(st["clipped_sum"]), tokens + float(st["tokens"])
+            means.add({"kl": kl / max(tokens, 1), "clip_fraction": clipped / max(tokens, 1)})
+            g_rl = self.engine.take_grads(self.params)
+            if gta:  # g_SFT of the guess targets, then the conflict rule (eqs. 10-11)
+                with timed(guess_time, "guess_s"):  # the time GTA adds: the guess forward/backward and the rule
+                    for mb in micro:
+                        l_sft = self.target_loss(mb.prompt_ids, "</guess>", sft_normaliser, mb.prompts)
+                        self.engine.backward(l_sft)
+                        means.add({"loss/sft": float(l_sft.detach())})
+                    g_sft = self.engine.take_grads(self.params)
+                    grads, info = self.engine.combine(g_sft, g_rl, cfg.lambda1, cfg.lambda2, cfg.conflict, rl_signal)
+                means.add({"conflict/cosine": info["cosine"], "conflict/sft_dropped": info["sft_dropped"],
+                           "grad_norm/sft": info["norm_sft"], "grad_norm/rl": info["norm_rl"]})
             else:
-                grads = [None if g is None else cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
-            norm = self.apply_update(grads)  # the combined gradient's norm, before clipping
+                grads = [cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
+            norm = self.update(grads)  # the combined gradient's norm, before clipping
             means.add({"grad_norm": norm})
             if gta:  # the RL gradient's share of the update (0 where SFT alone is applied: no RL signal)
                 means.add({"rl_share": abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["rl_signal"] else 0.0})
-        metrics.update(means.sums)
+        held = g_rl + g_sft if gta else g_rl  # the gradients held at once
+        m.update(means.sums, **(guess_time if gta else {}), _tokens=float(ro.lengths.sum()))
+        return {**m, **self.engine.bytes_held(self.params, held, self.optimizer)}
+
+    def rollout(self, idx: list[int], step: int, positions: range) -> Rollouts:
+        batch = self.encode(idx)
+        ids, cmask = rollout.generate(self.sync_sampler(), batch, self.cfg.num_generations,
+                                      self.cfg.max_completion_length, self.stop_ids, self.tokenizer.pad_token_id,
+                                      self.cfg.temperature, self.generators(step, positions))
+        rows = [c[: int(n.sum())] for c, n in zip(ids.tolist(), cmask)]  # valid tokens of each row
+        texts = [prompts.prime(self.template) + self.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+        return Rollouts(idx, ids, cmask, rows, texts, cmask.sum(dim=1).float())
+
+    def rewards(self, ro: Rollouts, m: dict) -> torch.Tensor:
+        """Format + accuracy of each completion, [B, G]; the means (and the guess's accuracy) go into `m`."""
+        G = self.cfg.num_generations
+        golds = [self.train_examples[i].label for i in ro.prompt_ids for _ in range(G)]
+        parts = [self.reward_fn(t, g, self.template) for t, g in zip(ro.texts, golds)]
+        for key in ("total", "format", "accuracy"):
+            m[f"reward/{key}"] = sum(p[key] for p in parts) / len(parts)
+        if self.template == "gta":
+            m["guess/accuracy"] = sum(p["guess"] for p in parts) / len(parts)
+        return torch.tensor([p["total"] for p in parts], dtype=torch.float32).view(len(ro.prompt_ids), G)
+
+    def micro_batches(self, ro: Rollouts, advantages: torch.Tensor, gta: bool) -> list[MicroBatch]:
+        """The rollouts in micro-batches of prompts, each with its G completions, trimmed to its longest one. The
+        RL loss covers every completion token, minus the guess span for gta."""
+        G, b, width = self.cfg.num_generations, self.cfg.micro_batch_size, ro.ids.shape[1]
+        rl_mask = ro.cmask.float()
         if gta:
-            metrics["guess_s"] = guess_time.total
-        metrics["_tokens"] = float(lengths.sum())
-        return metrics
+            span = torch.tensor([rollout.guess_span_mask(self.tokenizer, r, len(r)) + [0] * (width - len(r))
+                                 for r in ro.rows], device=self.device)
+            rl_mask = rl_mask * (1 - span)
+        micro = []
+        for s in range(0, len(ro.prompt_ids), b):
+            rs, ids = slice(s * G, (s + b) * G), ro.prompt_ids[s:s + b]
+            w = max(1, int(ro.cmask[rs].sum(dim=1).max()))
+            micro.append(MicroBatch(ids, self.encode(ids), ro.ids[rs, :w], ro.cmask[rs, :w], rl_mask[rs, :w],
+                                    advantages[rs], ro.lengths[rs]))
+        return micro
 
     # ---------------------------------------------------------------- the loop
     def train(self, until: int | None = None) -> Path:
         """Run to the last step (or stop after step `until`, as an interruption would)."""
-        cfg = self.cfg
+        cfg, engine = self.cfg, self.engine
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"gta train ({cfg.method})",
-                   disable=not (self.progress and self.dist.is_main), dynamic_ncols=True)
+                   disable=not (self.progress and engine.is_main), dynamic_ncols=True)
         while self.step < min(self.total_steps, until or self.total_steps):
             t0 = time.perf_counter()
             idx = self.batch_indices(self.step)  # 1.
@@ -435,42 +362,42 @@ class Trainer:
                     r.copy_(p.detach())
             m["step_time_s"] = time.perf_counter() - t0
             m["tokens_per_s"] = m.pop("_tokens") / m["step_time_s"]
-            m = self.dist.reduce_metrics(m, summed=("loss/rl", "loss/sft", "tokens_per_s"))
+            m = engine.reduce_metrics(m, summed=("loss/rl", "loss/sft", "tokens_per_s"))
             m["lr"] = self.scheduler.get_last_lr()[0]
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.eval_examples and self.dist.is_main:
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.eval_examples:
                 m.update(self.evaluate())
-            if self.dist.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
+            if engine.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                 self.metrics_log.write(self.step, m)
             bar.update(1)
             bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in m.items()
                              if k in ("reward/accuracy", "guess/accuracy", "loss/sft", "eval/accuracy")})
             if self.step % cfg.save_every == 0 or self.step == self.total_steps:
-                if hasattr(self.optimizer, "consolidate_state_dict"):  # sharded: gather the states on process 0
-                    self.optimizer.consolidate_state_dict(to=0)
-                if self.dist.is_main:
-                    self.save()
-                self.dist.barrier()
+                self.save()
         bar.close()
         if self.metrics_log is not None:
             self.metrics_log.close()
         return self.run_dir
 
     def evaluate(self) -> dict:
+        """Accuracy on the validation subset (process 0; the others wait)."""
         from .evaluate import evaluate_examples
 
-        result, _ = evaluate_examples(self.sync_sampler(), self.tokenizer, self.eval_examples, self.labels,
-                                      self.template, self.cfg.max_completion_length, self.cfg.max_prompt_length,
-                                      bf16=False, progress=False)
+        sampler, out = self.sync_sampler(), {}
+        if self.engine.is_main:
+            result, _ = evaluate_examples(sampler, self.tokenizer, self.eval_examples, self.labels, self.template,
+                                          self.cfg.max_completion_length, self.cfg.max_prompt_length, bf16=False,
+                                          progress=False)
+            out = {"eval/accuracy": result["accuracy"], "eval/f1": result["f1_weighted"]}
+            if "guess_accuracy" in result:
+                out["eval/guess_accuracy"] = result["guess_accuracy"]
         self.model.train(not self.cfg.uses_rl)
-        out = {"eval/accuracy": result["accuracy"], "eval/f1": result["f1_weighted"]}
-        if "guess_accuracy" in result:
-            out["eval/guess_accuracy"] = result["guess_accuracy"]
+        self.engine.barrier()
         return out
 
     def save(self) -> Path:
         ref = dict(zip(self.names, self.reference)) if self.reference is not None else None
-        return checkpoint.save(self.run_dir, self.step, self.model, self.tokenizer, self.optimizer, self.scheduler,
-                               ref, self.cfg.to_dict(), self.cfg.keep_checkpoints)
+        return checkpoint.save(self.run_dir, self.step, self.engine, self.model, self.tokenizer, self.optimizer,
+                               self.scheduler, ref, self.cfg.to_dict(), self.cfg.keep_checkpoints)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:

@@ -1,0 +1,222 @@
+"""Where the training step's tensors live: one process runs the plain model; several run torch's FSDP2.
+
+Launch several processes with torch's launcher (or one that starts it):
+    torchrun --nproc_per_node N -m gta train ...                                  one machine
+    torchrun --nnodes M --nproc_per_node N --rdzv-backend c10d --rdzv-endpoint HOST:PORT -m gta train ...
+    accelerate launch --multi_gpu --num_processes N -m gta train ...              (torchrun underneath; CPU too)
+    mpirun -n N python -m gta train ...       (Open MPI, Intel MPI and MVAPICH rank variables; MASTER_ADDR/PORT set)
+
+With N > 1 processes, each decoder layer and then the whole model are wrapped by `fully_shard`: a process holds
+1/N of the weights, of each gradient and of AdamW's states, and all-gathers a layer's weights for its forward and
+backward. Each process takes an equal, contiguous share of a step's prompts. The conflict rule needs only the dot
+product and the norms of g_SFT and g_RL: each process computes them on its shards and they are summed across
+processes, so every process makes the same decision and no process ever holds a whole gradient.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+from .config import ConfigError
+from .conflict import combine
+
+# (rank, world size, local rank) variables of the MPI launchers (accelerate's CPU launcher uses mpirun)
+_MPI_VARS = (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+             ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+             ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_RANK"))
+
+
+def _world(env) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the launcher's environment."""
+    if "WORLD_SIZE" in env:
+        return int(env.get("RANK", "0")), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
+    for rank, size, local in _MPI_VARS:
+        if size in env:
+            return int(env[rank]), int(env[size]), int(env.get(local, env[rank]))
+    if env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and "MASTER_ADDR" in env:
+        # accelerate sets MASTER_ADDR only when asked for several processes, but without mpirun its CPU launcher
+        # starts just this one: training alone would silently use 1/N of the asked-for hardware.
+        raise ConfigError("`accelerate launch --cpu --num_processes N` started a single process: accelerate starts "
+                          "several CPU processes only through mpirun (--mpirun_hostfile FILE). Use `torchrun "
+                          "--nproc_per_node N` or `accelerate launch --multi_gpu --num_processes N` (torchrun "
+                          "underneath, works on CPU), or drop --num_processes for one process")
+    return 0, 1, 0
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """This process's part of a tensor: the local shard of an FSDP2 DTensor (a view: writes go to the shard)."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor (all-gathered from every process's shard when sharded)."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+class Engine:
+    """The process group, the model's wrapping, and the gradient handling of a step (accumulate, reduce, combine,
+    clip, step). With one process every method is the plain single-device operation."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.rank, self.world, local_rank = _world(os.environ)
+        if self.world > 1:
+            if device.type == "cuda":
+                torch.cuda.set_device(local_rank)
+            if not dist.is_initialized():
+                os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+                os.environ.setdefault("MASTER_PORT", "29500")
+                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=self.rank,
+                                        world_size=self.world)
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        # bf16 on CUDA with several processes: FSDP2's mixed precision (bf16 compute, fp32 reductions and master
+        # weights) instead of autocast. Written for GPUs, not run on one yet (README, "Several processes").
+        self.mixed_precision = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        return self.world > 1
+
+    # ------------------------------------------------------------------ the model
+    def wrap(self, model, bf16: bool):
+        """fully_shard each decoder layer (the classes the model lists in `_no_split_modules`), then the root.
+        The root also reshards after its forward, so between forwards every parameter is its sharded DTensor (the
+        trainer writes the reference snapshot into those shards). One process: the model as it is."""
+        if not self.sharded:
+            return model
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        kwargs = {}
+        if bf16 and self.device.type == "cuda":
+            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            self.mixed_precision = True
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        blocks = set(getattr(base, "_no_split_modules", None) or [])
+        layers = [m for m in model.modules() if type(m).__name__ in blocks]
+        if not layers:
+            raise ConfigError(f"{type(base).__name__} names no decoder-layer class (_no_split_modules); "
+                              "several processes need one to shard the model layer by layer")
+        for layer in layers:
+            fully_shard(layer, **kwargs)
+        fully_shard(model, reshard_after_forward=True, **kwargs)
+        return model
+
+    def sampler(self, model, bf16: bool):
+        """The model rollouts sample from. One process: the policy itself in float32, or a bf16 copy (decoding with
+        bf16 weights is faster than fp32 weights under autocast, which re-casts every weight at every token).
+        Several: a whole copy (bf16 or float32), refreshed from the shards before each rollout: decoding from the
+        sharded policy would all-gather every layer at every decoded token (docs/design.md, "Several processes").
+        Call before `wrap`."""
+        if not (bf16 or self.sharded):
+            return model
+        return copy.deepcopy(model).to(torch.bfloat16 if bf16 else torch.float32).eval()
+
+    @torch.no_grad()
+    def refresh(self, sampler, model) -> None:
+        """Bring the sampler copy up to date with the policy's trainable tensors (gathered from the shards)."""
+        for s, p in zip(sampler.parameters(), model.parameters()):
+            if p.requires_grad:
+                s.copy_(full(p))
+
+    @contextlib.contextmanager
+    def swapped(self, params: list[torch.Tensor], values: list[torch.Tensor]):
+        """Run with `values` (the reference snapshot) in place of the parameters. One process: a pointer swap (no
+        copy); several: the local shards are copied in and back (FSDP2 gathers from its own shard storage)."""
+        if not self.sharded:
+            for i, p in enumerate(params):
+                p.data, values[i] = values[i], p.data
+            try:
+                yield
+            finally:
+                for i, p in enumerate(params):
+                    p.data, values[i] = values[i], p.data
+            return
+        shards = [local(p.detach()) for p in params]
+        saved = [s.clone() for s in shards]
+        torch._foreach_copy_(shards, [local(v) for v in values])
+        try:
+            yield
+        finally:
+            torch._foreach_copy_(shards, saved)
+
+    # ------------------------------------------------------------------ gradients
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate d loss / d theta into the parameters' .grad. Each process's loss is its share of the step's
+        total (the normalisers count the whole step); FSDP2 averages gradients over processes, so the loss is
+        scaled by N to make the reduced gradient the total's."""
+        (loss * self.world if self.sharded else loss).backward()
+
+    def take_grads(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The accumulated gradient (summed over micro-batches and processes; sharded with FSDP2), moved out of
+        .grad so the next backward accumulates a separate one (g_RL, then g_SFT). Unused parameters get zeros."""
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        for p in params:
+            p.grad = None
+        return grads
+
+    def sum_scalars(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum a small float64 tensor across processes (partial dot products and norms of sharded gradients)."""
+        if self.sharded:
+            dist.all_reduce(values)
+        return values
+
+    def combine(self, g_sft, g_rl, lambda1: float, lambda2: float, mode: str, rl_signal: bool):
+        """The conflict rule (conflict.combine) on this process's shards, the dot product and norms summed across
+        processes; the result is written into g_rl's tensors."""
+        _, info = combine([local(g) for g in g_sft], [local(g) for g in g_rl], lambda1, lambda2, mode,
+                          sum_across=self.sum_scalars if self.sharded else None, rl_signal=rl_signal)
+        return g_rl, info
+
+    def step(self, params, grads, optimizer, scheduler, max_grad_norm: float) -> float:
+        """Clip the gradient to max_grad_norm (0: no clipping) and take an optimizer step; returns the norm before
+        clipping (computed from the shards, over every process)."""
+        for p, g in zip(params, grads):
+            p.grad = g
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(full(norm))
+
+    def bytes_held(self, params, grads=(), optimizer=None) -> dict[str, float]:
+        """MB of parameters, gradients and optimizer states that this process holds (local shards)."""
+        def mb(tensors):
+            return sum(local(t).numel() * local(t).element_size() for t in tensors) / 2 ** 20
+        states = [v for s in (optimizer.state.values() if optimizer is not None else ()) for v in s.values()
+                  if torch.is_tensor(v) and v.dim() > 0]
+        return {"memory/params_mb": mb(params), "memory/grads_mb": mb(grads), "memory/optimizer_mb": mb(states)}
+
+    # ------------------------------------------------------------------ metrics, synchronisation
+    def reduce_metrics(self, metrics: dict[str, float], summed: tuple[str, ...] = ()) -> dict[str, float]:
+        """Combine scalar metrics over processes: `summed` keys are each process's share of a total (the losses),
+        memory/* keys take the largest process's figure, the others are averaged (each process holds an equal share
+        of the step's prompts; kl and clip_fraction are then the mean of per-process token averages)."""
+        if not self.sharded:
+            return metrics
+        keys = sorted(k for k in metrics if not k.startswith("memory/"))
+        peaks = sorted(k for k in metrics if k.startswith("memory/"))
+        t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=self.comm_device)
+        dist.all_reduce(t)
+        out = {k: float(v) if k in summed else float(v) / self.world for k, v in zip(keys, t)}
+        if peaks:
+            t = torch.tensor([float(metrics[k]) for k in peaks], dtype=torch.float64, device=self.comm_device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            out.update({k: float(v) for k, v in zip(peaks, t)})
+        return out
+
+    @property
+    def comm_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def barrier(self) -> None:
+        if self.sharded:
+            dist.barrier()
