@@ -83,12 +83,14 @@ def main() -> int:
             try:
                 proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every worker at once
+                kill_tree(proc.pid)
                 proc.wait()
                 kills, kills_in_run = kills + 1, kills_in_run + 1
                 step = _latest_step(run)
                 print(f"trial {kills}: SIGKILL after {delay:.1f} s (latest checkpoint: step {step})")
                 stuck = stuck + 1 if step == before else 0
+                if step is None:  # killed before the first checkpoint: this machine is slower now than in the
+                    scale *= 1.25  # uninterrupted run (e.g. something else started), so wait longer
                 if stuck >= 3 * args.min_trials:
                     print(f"no progress in {stuck} attempts in a row: the kills come before the first checkpoint")
                     return 1
@@ -109,6 +111,23 @@ def main() -> int:
         same = all_same and _compare(run, ref_w, ref_m)
         print(f"{kills if same else 0}/{kills} trials identical")
         return 0 if same else 1
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a run's process group and every process under it at once: torchrun starts each worker in a session
+    of its own, so killing the launcher's group alone would leave the workers running."""
+    pids, frontier = [pid], [pid]
+    while frontier:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", ",".join(map(str, frontier))], capture_output=True,
+                             text=True).stdout
+        frontier = [int(x) for x in out.split()]
+        pids += frontier
+    os.killpg(pid, signal.SIGKILL)
+    for p in pids[1:]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _reference_run(cmd: list[str], run: Path, env) -> tuple[float, float]:
@@ -139,7 +158,9 @@ def _compare(run: Path, ref_w, ref_m) -> bool:
     same_w = w.keys() == ref_w.keys() and all(torch.equal(w[k], ref_w[k]) for k in w)
     same_m = m == ref_m
     if not (same_w and same_m):
-        print(f"DIFFERENT: weights identical={same_w}, metrics identical={same_m}")
+        diff = sorted({k for a, b in zip(m, ref_m) for k in a.keys() | b.keys() if a.get(k) != b.get(k)})
+        rows = "" if len(m) == len(ref_m) else f" ({len(m)} metric rows, {len(ref_m)} uninterrupted)"
+        print(f"DIFFERENT: weights identical={same_w}, metrics identical={same_m}{rows}; differing: {diff[:8]}")
     return same_w and same_m
 
 

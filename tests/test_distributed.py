@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
 COMPARED = ("loss/rl", "loss/sft", "grad_norm", "reward/total", "kl", "conflict/cosine", "conflict/sft_dropped")
-MEMORY = ("memory/params_mb", "memory/grads_mb", "memory/optimizer_mb")
+MEMORY = ("memory/params_mb", "memory/grads_mb", "memory/optimizer_mb", "memory/reference_mb")
 STEPS = 3
 
 
@@ -83,6 +83,7 @@ def test_gta_on_two_processes_matches_one_holds_half_and_resumes_across_process_
     assert [r["conflict/sft_dropped"] for r in m1] == [r["conflict/sft_dropped"] for r in m2]
     for key in MEMORY:  # each process's local shards, measured from the tensors: half of one process's
         assert m2[-1][key] == pytest.approx(m1[-1][key] / 2, rel=0.02), key
+    assert m2[-1]["memory/sampler_mb"] == pytest.approx(m1[-1]["memory/params_mb"])  # a whole fp32 copy to sample from
     # a 2-process checkpoint resumed on 1 process, and a 1-process checkpoint on 2: the same end as uninterrupted
     for source, procs in ((two, 1), (one, 2)):
         resumed = tmp_path / f"{source.name}-on-{procs}"

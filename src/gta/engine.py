@@ -58,6 +58,12 @@ def full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
+def memory_mb(groups: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """MB held by this process in each group of tensors (local shards: what this process stores)."""
+    return {f"memory/{name}_mb": sum(local(t).numel() * local(t).element_size() for t in tensors) / 2 ** 20
+            for name, tensors in groups.items()}
+
+
 class Engine:
     """The process group, the model's wrapping, and the gradient handling of a step (accumulate, reduce, combine,
     clip, step). With one process every method is the plain single-device operation."""
@@ -186,14 +192,6 @@ class Engine:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return float(full(norm))
-
-    def bytes_held(self, params, grads=(), optimizer=None) -> dict[str, float]:
-        """MB of parameters, gradients and optimizer states that this process holds (local shards)."""
-        def mb(tensors):
-            return sum(local(t).numel() * local(t).element_size() for t in tensors) / 2 ** 20
-        states = [v for s in (optimizer.state.values() if optimizer is not None else ()) for v in s.values()
-                  if torch.is_tensor(v) and v.dim() > 0]
-        return {"memory/params_mb": mb(params), "memory/grads_mb": mb(grads), "memory/optimizer_mb": mb(states)}
 
     # ------------------------------------------------------------------ metrics, synchronisation
     def reduce_metrics(self, metrics: dict[str, float], summed: tuple[str, ...] = ()) -> dict[str, float]:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, data, losses, prompts, rollout, runfolder
 from .config import ConfigError, TrainConfig, write_json_atomic
-from .engine import Engine
+from .engine import Engine, memory_mb
 from .models import bf16_supported, load_model, load_tokenizer, pick_device, stop_token_ids
 from .rewards import reward
 
@@ -238,6 +238,15 @@ class Trainer:
                                                self.autocast, temperature=self.cfg.temperature)
         return logp
 
+    def memory(self, grads: list[torch.Tensor]) -> dict[str, float]:
+        """memory/*_mb: what this process holds of the weights (trainable; frozen), the step's gradients, AdamW's
+        states, the reference snapshot and the sampler copy. Activations are not counted."""
+        states = [v for s in self.optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]
+        frozen = [p for p in self.model.parameters() if not p.requires_grad]
+        sampler = [] if self.sampler is self.model else list(self.sampler.parameters())
+        return memory_mb({"params": self.params, "grads": grads, "optimizer": states, "reference": self.reference or [],
+                          "sampler": sampler, **({"frozen": frozen} if frozen else {})})
+
     def update(self, grads: list[torch.Tensor]) -> float:
         return self.engine.step(self.params, grads, self.optimizer, self.scheduler, self.cfg.max_grad_norm)
 
@@ -253,8 +262,7 @@ class Trainer:
         grads = self.engine.take_grads(self.params)
         grad_norm = self.update(grads)
         tokens = sum(len(self.target(i, "</answer>")) for i in idx)
-        return {"loss/sft": loss_sum, "grad_norm": grad_norm, "_tokens": tokens,
-                **self.engine.bytes_held(self.params, grads, self.optimizer)}
+        return {"loss/sft": loss_sum, "grad_norm": grad_norm, "_tokens": tokens, **self.memory(grads)}
 
     def rl_step(self, idx: list[int], step: int) -> dict:
         cfg, G, gta = self.cfg, self.cfg.num_generations, self.cfg.method == "gta"
@@ -307,7 +315,7 @@ class Trainer:
                 means.add({"rl_share": abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["rl_signal"] else 0.0})
         held = g_rl + g_sft if gta else g_rl  # the gradients held at once
         m.update(means.sums, **(guess_time if gta else {}), _tokens=float(ro.lengths.sum()))
-        return {**m, **self.engine.bytes_held(self.params, held, self.optimizer)}
+        return {**m, **self.memory(held)}
 
     def rollout(self, idx: list[int], step: int, positions: range) -> Rollouts:
         batch = self.encode(idx)
