@@ -72,7 +72,7 @@ def ours(specs: list[str], steps: int, data_dir: str) -> tuple[list[list[float]]
         for s in range(steps):
             for t, out, g in zip(trainers, times, guess):
                 t0 = time.perf_counter()
-                m = t.rl_step(t.batch_indices(s), s)
+                m = t.rl_step(t.plan.batch_indices(s), s)
                 out.append(time.perf_counter() - t0)
                 if "guess_s" in m:
                     g.append(m["guess_s"])

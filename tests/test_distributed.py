@@ -47,7 +47,9 @@ def run(out, tiny_path, mech_data, method, procs, launcher="torchrun", extra=())
 
 
 def weights(out, step=STEPS):
-    return load_file(out / "checkpoints" / f"step-{step:06d}" / "model.safetensors")
+    folder = out / "checkpoints" / f"step-{step:06d}"
+    return load_file(folder / ("adapter_model.safetensors" if (folder / "adapter_config.json").is_file()
+                               else "model.safetensors"))
 
 
 def assert_same_training(m1, m2, w1, w2):
@@ -68,11 +70,14 @@ def back_to(out, step):
     (out / "checkpoints" / "latest.json").write_text(json.dumps({"step": step, "path": f"step-{step:06d}"}))
 
 
-@pytest.mark.parametrize("method,launcher", [("sft", "torchrun"), ("grpo", "accelerate")])
-def test_two_processes_match_one(tmp_path, tiny_path, mech_data, method, launcher):
-    m1 = run(tmp_path / "one", tiny_path, mech_data, method, 1)
-    m2 = run(tmp_path / "two", tiny_path, mech_data, method, 2, launcher)
+@pytest.mark.parametrize("method,launcher,extra", [("sft", "torchrun", ()), ("grpo", "accelerate", ()),
+                                                   ("gta", "torchrun", ("--lora-r", "4"))])
+def test_two_processes_match_one(tmp_path, tiny_path, mech_data, method, launcher, extra):
+    m1 = run(tmp_path / "one", tiny_path, mech_data, method, 1, extra=extra)
+    m2 = run(tmp_path / "two", tiny_path, mech_data, method, 2, launcher, extra=extra)
     assert_same_training(m1, m2, weights(tmp_path / "one"), weights(tmp_path / "two"))
+    if extra:  # LoRA: FSDP2 shards the frozen base and the adapter alike
+        assert m2[-1]["memory/frozen_mb"] == pytest.approx(m1[-1]["memory/frozen_mb"] / 2, rel=0.02)
 
 
 def test_gta_on_two_processes_matches_one_holds_half_and_resumes_across_process_counts(tmp_path, tiny_path, mech_data):

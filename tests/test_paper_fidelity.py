@@ -60,7 +60,7 @@ def test_step_without_rl_signal_applies_lambda1_g_sft(tmp_path, tiny_path, toy_d
     t = Trainer(c, progress=False, reward_fn=constant_reward)
     applied = []
     t.update = lambda grads: applied.append([g.clone() for g in grads]) or 1.0
-    m = t.rl_step(t.batch_indices(0), 0)
+    m = t.rl_step(t.plan.batch_indices(0), 0)
     assert m["conflict/sft_dropped"] == 0.0 and m["groups/informative"] == 0.0 and m["rl_share"] == 0.0
     (g_sft, g_rl, out, info), = calls
     assert all(bool((g == 0).all()) for g in g_rl), "identical weights must give identical log-probs"
@@ -106,7 +106,7 @@ def test_rl_logprobs_are_those_of_the_tempered_distribution(tmp_path, tiny_path,
     c = cfg(tmp_path, tiny_path, toy_data, method="grpo", temperature=0.5, beta=0.1)
     t = Trainer(c, progress=False, reward_fn=varied_reward)
     t.update = lambda grads: 1.0  # keep the weights, so every call can be recomputed with them
-    t.rl_step(t.batch_indices(0), 0)
+    t.rl_step(t.plan.batch_indices(0), 0)
     assert len(calls) == 4  # reference and policy pass, for each of the 2 micro-batches
     for prompts, ids, mask, k, (logp,) in calls:
         full = torch.cat([prompts.input_ids.repeat_interleave(k, 0), ids], dim=1)
@@ -145,7 +145,7 @@ def test_sft_baseline_loss_is_the_steps_cross_entropy(tmp_path, tiny_path, toy_d
     the step's examples: with mean, its per-token average; with sum, per-token sum / examples."""
     c = cfg(tmp_path, tiny_path, toy_data, method="sft", batch_size=4, micro_batch_size=2, sft_reduction=reduction)
     t = Trainer(c, progress=False)
-    idx = t.batch_indices(0)
+    idx = t.plan.batch_indices(0)
     nll, tokens = 0.0, 0
     with torch.no_grad():
         for i in idx:
@@ -245,6 +245,6 @@ def test_rl_forwards_run_without_dropout(tmp_path, tiny_path, toy_data):
     modes = []
     t.model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
     t.update = lambda grads: 1.0  # weights unchanged: the second update's ratio must be exactly 1
-    m = t.rl_step(t.batch_indices(0), 0)
+    m = t.rl_step(t.plan.batch_indices(0), 0)
     assert modes and not any(modes)
     assert m["kl"] == 0.0 and m["clip_fraction"] == 0.0

@@ -79,7 +79,7 @@ def test_gradient_accumulation_equivalence(tmp_path, tiny_path, mech_data):
         t = Trainer(c, progress=False, reward_fn=varied_reward)
         captured = []
         t.update = lambda grads: captured.append([g.clone() for g in grads]) or 1.0
-        m = t.rl_step(t.batch_indices(0), 0)
+        m = t.rl_step(t.plan.batch_indices(0), 0)
         results.append((captured, m))
     (a, ma), (b, mb) = results
     assert len(a) == len(b) == 2  # mu = 2 updates

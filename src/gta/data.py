@@ -221,3 +221,16 @@ def stratified_subset(examples: list[Example], n: int | None, seed: int) -> list
         chosen += pool[: counts[c]]
     rng.shuffle(chosen)
     return chosen
+
+
+def training_sets(name: str, data_dir: str | None, text_column: str, label_column: str, train_limit: int | None,
+                  eval_limit: int | None, seed: int) -> tuple[list[str], list[Example], list[Example]]:
+    """What training reads: the label set, the seeded stratified training subset, and the validation subset (the
+    test split where there is no validation split); every split's labels are checked against the training labels."""
+    splits = load_splits(name, data_dir, text_column, label_column)
+    labels = label_set(splits["train"])
+    for split in ("validation", "test"):
+        if split in splits:
+            check_labels(splits[split], labels, split)
+    held_out = splits.get("validation", splits.get("test", []))
+    return labels, stratified_subset(splits["train"], train_limit, seed), stratified_subset(held_out, eval_limit, seed)

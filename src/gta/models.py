@@ -31,10 +31,9 @@ def pick_device(name: str) -> torch.device:
 def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:  # CPU autocast runs everywhere; it is fast only with native bf16 (e.g. avx512_bf16, AMX)
-        flags = Path("/proc/cpuinfo").read_text()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
+    try:  # CPU autocast runs everywhere; it is fast only with native bf16 (avx512_bf16, AMX): torch's own CPU probe
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probe (or not x86): take the slow path's float32
         return False
 
 

@@ -84,6 +84,37 @@ def timed(into: dict[str, float], key: str):
         into[key] = into.get(key, 0.0) + time.perf_counter() - t0
 
 
+class StepPlan:
+    """Which prompts each step takes and how they are sampled: epoch after epoch a seeded permutation of the n
+    training prompts, B a step, each process a contiguous share, one generator per prompt."""
+
+    def __init__(self, seed: int, batch_size: int, n: int, rank: int = 0, world: int = 1, device="cpu"):
+        self.seed, self.B, self.n, self.rank, self.world, self.device = seed, batch_size, n, rank, world, device
+        self._order: tuple[int, list[int]] = (-1, [])
+
+    def batch_indices(self, step: int) -> list[int]:
+        """Indices of the step's B prompts (all processes)."""
+        out = []
+        for k in range(step * self.B, (step + 1) * self.B):
+            epoch, i = divmod(k, self.n)
+            if self._order[0] != epoch:
+                self._order = (epoch, random.Random(self.seed * 100_003 + epoch).sample(range(self.n), self.n))
+            out.append(self._order[1][i])
+        return out
+
+    def local(self, idx: list[int]) -> tuple[list[int], range]:
+        """This process's contiguous share of the step's prompts, and their positions in the step."""
+        n = len(idx) // self.world
+        positions = range(self.rank * n, (self.rank + 1) * n)
+        return [idx[k] for k in positions], positions
+
+    def generators(self, step: int, positions: range) -> list[torch.Generator]:
+        """One generator per prompt, seeded by (seed, step, position of the prompt in the step): a resumed run
+        samples what it would have, and so does a run split over any number of processes."""
+        return [torch.Generator(device=self.device).manual_seed((self.seed * 1_000_003 + step) * 1_009 + k)
+                for k in positions]
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True,
                  reward_fn: Callable[[str, str, str], dict[str, float]] = reward):
@@ -110,14 +141,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         # Data and prompts
-        splits = data.load_splits(cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column)
-        self.labels = data.label_set(splits["train"])
-        for name in ("validation", "test"):
-            if name in splits:
-                data.check_labels(splits[name], self.labels, name)
-        self.train_examples = data.stratified_subset(splits["train"], cfg.train_limit, cfg.seed)
-        self.eval_split = "validation" if "validation" in splits else "test"
-        self.eval_examples = data.stratified_subset(splits.get(self.eval_split, []), cfg.eval_limit, cfg.seed)
+        self.labels, self.train_examples, self.eval_examples = data.training_sets(
+            cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column, cfg.train_limit, cfg.eval_limit, cfg.seed)
         self.template = prompts.METHOD_TEMPLATE[cfg.method]
         self.tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
         self.prompts, truncated = prompts.make_prompts(
@@ -154,7 +179,7 @@ class Trainer:
 
         self._targets: dict[tuple[int, str], list[int]] = {}
         self.step = 0
-        self._order: tuple[int, list[int]] = (-1, [])
+        self.plan = StepPlan(cfg.seed, cfg.batch_size, len(self.prompts), self.engine.rank, self.engine.world, self.device)
         if resume_from is not None:
             self._resume(resume_from)
         elif self.engine.is_main:
@@ -176,29 +201,6 @@ class Trainer:
             print(f"[gta] resumed {self.run_dir} from {path.name} (step {self.step})")
 
     # ---------------------------------------------------------------- small utilities
-    def batch_indices(self, step: int) -> list[int]:
-        """Indices of the step's B prompts: epoch after epoch, each a seeded permutation."""
-        n, B = len(self.prompts), self.cfg.batch_size
-        out = []
-        for k in range(step * B, (step + 1) * B):
-            epoch, i = divmod(k, n)
-            if self._order[0] != epoch:
-                self._order = (epoch, random.Random(self.cfg.seed * 100_003 + epoch).sample(range(n), n))
-            out.append(self._order[1][i])
-        return out
-
-    def generators(self, step: int, positions: range) -> list[torch.Generator]:
-        """One generator per prompt, seeded by (seed, step, position of the prompt in the step): a resumed run
-        samples what it would have, and so does a run split over any number of processes."""
-        return [torch.Generator(device=self.device).manual_seed((self.cfg.seed * 1_000_003 + step) * 1_009 + k)
-                for k in positions]
-
-    def local(self, idx: list[int]) -> tuple[list[int], range]:
-        """This process's contiguous share of the step's prompts, and their positions in the step."""
-        n = len(idx) // self.engine.world
-        positions = range(self.engine.rank * n, (self.engine.rank + 1) * n)
-        return [idx[k] for k in positions], positions
-
     def sync_sampler(self):
         """The model to sample from: the policy itself, or its copy brought up to date (collective with FSDP2)."""
         if self.sampler is self.model:
@@ -223,12 +225,10 @@ class Trainer:
     def encode(self, ids: list[int]) -> rollout.Prompts:
         return rollout.encode_prompts(self.tokenizer, [self.prompts[i] for i in ids], self.device)
 
-    def targets(self, ids: list[int], closing: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return rollout.pad_right([self.target(i, closing) for i in ids], self.tokenizer.pad_token_id, self.device)
-
     def target_loss(self, ids: list[int], closing: str, normaliser: int, encoded=None) -> torch.Tensor:
         """The SFT loss of the examples' targets (sft: the label; gta: the guess), this process's share."""
-        targets, tmask = self.targets(ids, closing)
+        targets, tmask = rollout.pad_right([self.target(i, closing) for i in ids], self.tokenizer.pad_token_id,
+                                           self.device)
         logp = rollout.sequence_logprobs(self.model, encoded or self.encode(ids), targets, tmask, self.autocast)
         return losses.sft_loss(logp, tmask, normaliser)
 
@@ -253,7 +253,7 @@ class Trainer:
     # ---------------------------------------------------------------- the steps
     def sft_step(self, idx: list[int]) -> dict:
         normaliser = self.sft_normaliser(idx, "</answer>")  # idx: the whole step's prompts (all processes)
-        idx, _ = self.local(idx)
+        idx, _ = self.plan.local(idx)
         loss_sum, mbs = 0.0, self.cfg.micro_batch_size
         for start in range(0, len(idx), mbs):
             loss = self.target_loss(idx[start:start + mbs], "</answer>", normaliser)
@@ -267,7 +267,7 @@ class Trainer:
     def rl_step(self, idx: list[int], step: int) -> dict:
         cfg, G, gta = self.cfg, self.cfg.num_generations, self.cfg.method == "gta"
         num_sequences, sft_normaliser = len(idx) * G, self.sft_normaliser(idx, "</guess>") if gta else 1
-        idx, positions = self.local(idx)  # this process's prompts
+        idx, positions = self.plan.local(idx)  # this process's prompts
         m: dict[str, float] = {}
         with timed(m, "rollout_s"):  # 2. rollout: G completions per prompt from one prefill each
             ro = self.rollout(idx, step, positions)
@@ -321,7 +321,7 @@ class Trainer:
         batch = self.encode(idx)
         ids, cmask = rollout.generate(self.sync_sampler(), batch, self.cfg.num_generations,
                                       self.cfg.max_completion_length, self.stop_ids, self.tokenizer.pad_token_id,
-                                      self.cfg.temperature, self.generators(step, positions))
+                                      self.cfg.temperature, self.plan.generators(step, positions))
         rows = [c[: int(n.sum())] for c, n in zip(ids.tolist(), cmask)]  # valid tokens of each row
         texts = [prompts.prime(self.template) + self.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
         return Rollouts(idx, ids, cmask, rows, texts, cmask.sum(dim=1).float())
@@ -362,7 +362,7 @@ class Trainer:
                    disable=not (self.progress and engine.is_main), dynamic_ncols=True)
         while self.step < min(self.total_steps, until or self.total_steps):
             t0 = time.perf_counter()
-            idx = self.batch_indices(self.step)  # 1.
+            idx = self.plan.batch_indices(self.step)  # 1.
             m = self.sft_step(idx) if not cfg.uses_rl else self.rl_step(idx, self.step)  # 2.-7.
             self.step += 1
             if self.reference is not None and cfg.ref_sync_steps and self.step % cfg.ref_sync_steps == 0:  # 8.
