@@ -102,6 +102,9 @@ def test_gta_on_two_processes_matches_one_holds_half_and_resumes_across_process_
     model = AutoModelForCausalLM.from_pretrained(two / "checkpoints" / f"step-{STEPS:06d}")
     state = model.state_dict()
     assert all(torch.equal(state[n], t) for n, t in weights(two).items())
+    from gta import Classifier  # and so does gta eval/predict, on one process
+
+    assert Classifier.from_pretrained(two, device="cpu").predict(["i feel fine"])[0] is not None
 
 
 def test_rank_and_world_from_each_launcher():
