@@ -104,7 +104,9 @@ def test_gta_on_two_processes_matches_one_holds_half_and_resumes_across_process_
     assert all(torch.equal(state[n], t) for n, t in weights(two).items())
     from gta import Classifier  # and so does gta eval/predict, on one process
 
-    assert Classifier.from_pretrained(two, device="cpu").predict(["i feel fine"])[0] is not None
+    clf = Classifier.from_pretrained(two, device="cpu")
+    assert all(torch.equal(p, state[n]) for n, p in clf.model.named_parameters())
+    assert set(clf.predict(["i feel fine"], explain=True)[0]) == {"label", "guess", "think", "output"}
 
 
 def test_rank_and_world_from_each_launcher():
