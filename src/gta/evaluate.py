@@ -202,3 +202,14 @@ def write_results(out_dir: Path, metrics: dict, records: list[dict]) -> None:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     tmp.replace(out_dir / "predictions.jsonl")
+
+
+def training_metrics(model, tokenizer, examples: list[data.Example], labels: list[str], template: str,
+                     max_new_tokens: int, max_prompt_length: int) -> dict[str, float]:
+    """eval/accuracy, eval/f1 (weighted) and, for gta, eval/guess_accuracy: the figures logged during training."""
+    result, _ = evaluate_examples(model, tokenizer, examples, labels, template, max_new_tokens, max_prompt_length,
+                                  bf16=False, progress=False)
+    out = {"eval/accuracy": result["accuracy"], "eval/f1": result["f1_weighted"]}
+    if "guess_accuracy" in result:
+        out["eval/guess_accuracy"] = result["guess_accuracy"]
+    return out

@@ -84,6 +84,25 @@ def timed(into: dict[str, float], key: str):
         into[key] = into.get(key, 0.0) + time.perf_counter() - t0
 
 
+def adamw_with_schedule(params: list[torch.Tensor], cfg: TrainConfig, total_steps: int):
+    """AdamW and its learning rate: linear warm-up over --warmup-ratio of the updates, then linear decay to 0."""
+    total = total_steps * (cfg.num_iterations if cfg.uses_rl else 1)  # optimizer updates
+    warmup = int(cfg.warmup_ratio * total)
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused_adamw(params))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda u: min((u + 1) / max(1, warmup), max(0.0, (total - u) / max(1, total - warmup))))
+
+
+def held_memory(model, sampler, params, grads, optimizer, reference) -> dict[str, float]:
+    """memory/*_mb: what this process holds of the weights (trainable; frozen), the step's gradients, AdamW's states,
+    the reference snapshot and the sampler copy. Activations are not counted."""
+    states = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    return memory_mb({"params": params, "grads": grads, "optimizer": states, "reference": reference or [],
+                      "sampler": [] if sampler is model else list(sampler.parameters()),
+                      **({"frozen": frozen} if frozen else {})})
+
+
 class StepPlan:
     """Which prompts each step takes and how they are sampled: epoch after epoch a seeded permutation of the n
     training prompts, B a step, each process a contiguous share, one generator per prompt."""
@@ -119,9 +138,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True,
                  reward_fn: Callable[[str, str, str], dict[str, float]] = reward):
         self.cfg, self.progress = cfg, progress
-        # reward_fn(completion, gold, template) -> {"total", "format", "accuracy"[, "guess"]}: the paper's
-        # rule-based reward by default; tests and extensions may plug in another.
-        self.reward_fn = reward_fn
+        self.reward_fn = reward_fn  # (completion, gold, template) -> {"total", "format", "accuracy"[, "guess"]}
         self.run_dir = Path(cfg.output)
         self.device = pick_device(cfg.device)
         # Several processes (torchrun, accelerate launch, mpirun): FSDP2, each process an equal share of a step's
@@ -165,14 +182,8 @@ class Trainer:
         self.autocast = self.bf16 and not self.engine.mixed_precision  # CUDA + FSDP2: its own bf16 policy instead
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        steps_per_epoch = math.ceil(len(self.train_examples) / cfg.batch_size)
-        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-        total_updates = self.total_steps * (cfg.num_iterations if cfg.uses_rl else 1)
-        warmup = int(cfg.warmup_ratio * total_updates)
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                           fused=fused_adamw(self.params))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda u: min((u + 1) / max(1, warmup), max(0.0, (total_updates - u) / max(1, total_updates - warmup))))
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(len(self.prompts) / cfg.batch_size)))
+        self.optimizer, self.scheduler = adamw_with_schedule(self.params, cfg, self.total_steps)
         # Reference policy: a snapshot of the trainable tensors (their local shards with FSDP2), swapped in for its
         # forwards. The same for full fine-tuning and LoRA (there: base + the adapter at the last refresh).
         self.reference = [p.detach().clone() for p in self.params] if cfg.uses_rl and cfg.beta != 0 else None
@@ -239,13 +250,7 @@ class Trainer:
         return logp
 
     def memory(self, grads: list[torch.Tensor]) -> dict[str, float]:
-        """memory/*_mb: what this process holds of the weights (trainable; frozen), the step's gradients, AdamW's
-        states, the reference snapshot and the sampler copy. Activations are not counted."""
-        states = [v for s in self.optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]
-        frozen = [p for p in self.model.parameters() if not p.requires_grad]
-        sampler = [] if self.sampler is self.model else list(self.sampler.parameters())
-        return memory_mb({"params": self.params, "grads": grads, "optimizer": states, "reference": self.reference or [],
-                          "sampler": sampler, **({"frozen": frozen} if frozen else {})})
+        return held_memory(self.model, self.sampler, self.params, grads, self.optimizer, self.reference)
 
     def update(self, grads: list[torch.Tensor]) -> float:
         return self.engine.step(self.params, grads, self.optimizer, self.scheduler, self.cfg.max_grad_norm)
@@ -387,18 +392,13 @@ class Trainer:
         return self.run_dir
 
     def evaluate(self) -> dict:
-        """Accuracy on the validation subset (process 0; the others wait)."""
-        from .evaluate import evaluate_examples
+        """eval/* on the validation subset (process 0; the others wait)."""
+        from .evaluate import training_metrics
 
-        sampler, out = self.sync_sampler(), {}
-        if self.engine.is_main:
-            result, _ = evaluate_examples(sampler, self.tokenizer, self.eval_examples, self.labels, self.template,
-                                          self.cfg.max_completion_length, self.cfg.max_prompt_length, bf16=False,
-                                          progress=False)
-            out = {"eval/accuracy": result["accuracy"], "eval/f1": result["f1_weighted"]}
-            if "guess_accuracy" in result:
-                out["eval/guess_accuracy"] = result["guess_accuracy"]
-        self.model.train(not self.cfg.uses_rl)
+        sampler, cfg = self.sync_sampler(), self.cfg
+        out = training_metrics(sampler, self.tokenizer, self.eval_examples, self.labels, self.template,
+                               cfg.max_completion_length, cfg.max_prompt_length) if self.engine.is_main else {}
+        self.model.train(not cfg.uses_rl)
         self.engine.barrier()
         return out
 
