@@ -463,6 +463,8 @@ def replications(results: dict, folder: str = REPLICATION) -> list[str]:
         status = (f"within 150 min: {'yes' if total[1] <= 150 else 'no'}" if len(done) == len(expected)
                   else f"{len(done)}/{len(expected)} runs so far")
         out += [f"| total | | | {total[0]:.0f} | {total[1]:.0f} | {status} |", ""]
+        if rep.get("timing_note"):  # conditions that make the wall times unfit for the budget (written with the run)
+            out += [f"Timing: {rep['timing_note']}", ""]
     return out
 
 
