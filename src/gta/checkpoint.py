@@ -110,7 +110,7 @@ def load_weights(model, path: Path) -> None:
     file = path / "model.safetensors"
     state = _load(file)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    tied = _tied(model)  # not in the file: save_pretrained writes a tied weight once
     if set(missing) - tied or unexpected:
         raise CheckpointError(f"{file}: does not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
     if tied:

@@ -200,15 +200,13 @@ class Engine:
         of the step's prompts; kl and clip_fraction are then the mean of per-process token averages)."""
         if not self.sharded:
             return metrics
-        keys = sorted(k for k in metrics if not k.startswith("memory/"))
-        peaks = sorted(k for k in metrics if k.startswith("memory/"))
-        t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=self.comm_device)
-        dist.all_reduce(t)
-        out = {k: float(v) if k in summed else float(v) / self.world for k, v in zip(keys, t)}
-        if peaks:
-            t = torch.tensor([float(metrics[k]) for k in peaks], dtype=torch.float64, device=self.comm_device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            out.update({k: float(v) for k, v in zip(peaks, t)})
+        out = {}
+        for peak, op in ((False, dist.ReduceOp.SUM), (True, dist.ReduceOp.MAX)):
+            keys = sorted(k for k in metrics if k.startswith("memory/") == peak)
+            if keys:
+                t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=self.comm_device)
+                dist.all_reduce(t, op=op)
+                out.update({k: float(v) if peak or k in summed else float(v) / self.world for k, v in zip(keys, t)})
         return out
 
     @property
