@@ -89,7 +89,7 @@ def main() -> int:
                 step = _latest_step(run)
                 print(f"trial {kills}: SIGKILL after {delay:.1f} s (latest checkpoint: step {step})")
                 stuck = stuck + 1 if step == before else 0
-                if step is None:  # killed before the first checkpoint: this machine is slower now than in the
+                if step == before:  # killed before the next checkpoint: this machine is slower now than in the
                     scale *= 1.25  # uninterrupted run (e.g. something else started), so wait longer
                 if stuck >= 3 * args.min_trials:
                     print(f"no progress in {stuck} attempts in a row: the kills come before the first checkpoint")
