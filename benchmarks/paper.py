@@ -11,6 +11,7 @@ times, the machine, and the training metrics behind the plots. The protocol is i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import subprocess
@@ -71,7 +72,12 @@ def main() -> None:
     ap.add_argument("--dataset", required=True, choices=["sst5", "emotion", "massive_scenario", "bbc_news"])
     ap.add_argument("--data-dir", default=str(DATA))
     ap.add_argument("--runs", default=str(ROOT / "runs" / "paper"))
-    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--results", default=None,
+                    help="folder of DATASET.json (default: benchmarks/results, or benchmarks/results/seedN with --seed N)")
+    ap.add_argument("--seed", type=int, default=PROTOCOL["seed"],
+                    help="training seed (prompt order, sampling); the train, held-out and test subsets stay those of "
+                         f"seed {PROTOCOL['seed']}, so a second seed measures run-to-run spread on the same examples. "
+                         "The zero-shot runs do not depend on it (greedy decoding) and are skipped")
     ap.add_argument("--smoke", action="store_true",
                     help="a tiny protocol to check the script end to end (its results are not the experiment)")
     ap.add_argument("--eval-batch-size", type=int, default=16)
@@ -88,7 +94,12 @@ def main() -> None:
     p, ds = dict(PROTOCOL), args.dataset
     if args.smoke:
         p.update(train_limit=8, test_limit=8, eval_limit=4, num_generations=2, max_completion_length=8, eval_every=1)
-    runs = Path(args.runs) / ds
+    other_seed = args.seed != PROTOCOL["seed"]
+    if other_seed:
+        p.update(seed=args.seed, data_seed=PROTOCOL["seed"])
+    if args.results is None:
+        args.results = str(ROOT / "benchmarks" / "results" / (f"seed{args.seed}" if other_seed else ""))
+    runs = Path(args.runs) / (f"seed{args.seed}" if other_seed else "") / ds
     runs.mkdir(parents=True, exist_ok=True)
     log = runs / "log.txt"
     out_file = Path(args.results) / f"{ds}.json"
@@ -99,7 +110,8 @@ def main() -> None:
     # records the machine it ran on, since a rerun (--rerun, or a resume) may happen on another one
     results.setdefault("machine", machine())
     results.setdefault("runs", {})
-    common = ["--dataset", ds, "--data-dir", args.data_dir, "--test-limit", str(p["test_limit"]), "--seed", str(p["seed"]),
+    common = ["--dataset", ds, "--data-dir", args.data_dir, "--test-limit", str(p["test_limit"]),
+              "--seed", str(p.get("data_seed", p["seed"])),
               "--batch-size", str(args.eval_batch_size)]
 
     def save():
@@ -120,7 +132,7 @@ def main() -> None:
     # Base model, zero-shot
     for prompt in ("direct", "think"):
         name = f"base-{prompt}"
-        if name in results["runs"]:
+        if name in results["runs"] or other_seed:
             continue
         out = runs / name
         max_new = DIRECT_MAX_NEW_TOKENS if prompt == "direct" else p["max_completion_length"]
@@ -139,7 +151,7 @@ def main() -> None:
             continue
         out = runs / method
         flags = ["--method", method, "--dataset", ds, "--data-dir", args.data_dir, "--output", str(out), "--no-progress"]
-        for k in TRAIN_KEYS:
+        for k in TRAIN_KEYS + (["data_seed"] if other_seed else []):
             flags += [f"--{k.replace('_', '-')}", str(p[k])]
         flags += ["--bf16" if p["bf16"] else "--no-bf16", "--save-every", "16"]
         if (out / "config.json").is_file():
@@ -238,6 +250,7 @@ def transitions(pred_file: Path) -> dict:
     from gta.prompts import label_matches
 
     counts = {"wrong->right": 0, "right->wrong": 0, "both right": 0, "both wrong": 0}
+    changed = {"n": 0, "answer != guess": 0, "of which right": 0}  # "both wrong" may hide a changed label
     examples = []
     for line in pred_file.read_text().splitlines():
         r = json.loads(line)
@@ -245,9 +258,13 @@ def transitions(pred_file: Path) -> dict:
         key = {(False, True): "wrong->right", (True, False): "right->wrong", (True, True): "both right",
                (False, False): "both wrong"}[(guess_ok, r["correct"])]
         counts[key] += 1
+        changed["n"] += 1
+        if not (r["guess"] is not None and r["answer"] is not None and label_matches(r["answer"], r["guess"])):
+            changed["answer != guess"] += 1  # a missing span counts as a change: the answer is not the guess
+            changed["of which right"] += r["correct"]
         if key == "wrong->right" and len(examples) < 3:
             examples.append({k: r[k] for k in ("text", "gold", "guess", "think", "answer")})
-    return {"counts": counts, "examples": examples}
+    return {"counts": counts, "changed": changed, "examples": examples}
 
 
 def backfill_answers(results: dict, runs: Path) -> bool:
@@ -260,6 +277,10 @@ def backfill_answers(results: dict, runs: Path) -> bool:
             fresh = json.loads(json.dumps(answer_summary(pred, r["eval"]["confusion_matrix"]["labels"][:-1])))
             changed |= r.get("answers") != fresh
             r["answers"] = fresh
+            if name in ("gta", "gta-rl"):
+                fresh = json.loads(json.dumps(transitions(pred)))
+                changed |= r.get("transitions") != fresh
+                r["transitions"] = fresh
     return changed
 
 
@@ -278,14 +299,26 @@ def answer_summary(pred_file: Path, labels: list[str]) -> dict:
     formatted = [r for r in records if r["exact_format"]]
     others = collections.Counter(r["answer"] for r in formatted if canonical_label(r["answer"], labels) == INVALID)
     thinks = [r["think"] for r in formatted if r.get("think") is not None]
+    tokenizer = _tokenizer()
     return {"n": len(records), "invalid_format": len(records) - len(formatted),
             "not_a_label": sum(others.values()), "top_not_a_label": others.most_common(3),
             "think_n": len(thinks),
             "think_words_median": statistics.median(len(t.split()) for t in thinks) if thinks else None,
             "think_placeholder": sum(t == placeholder for t in thinks),
+            # the model's tokens in each think span, of every output that has one (formatted or not), in test order
+            "think_tokens": [len(tokenizer(r["think"], add_special_tokens=False)["input_ids"]) for r in records
+                             if r.get("think") is not None],
             # per test example, in the test subset's order (the same for every run of a dataset): 1 if the answer
             # is right, so report.py can compare two runs on the same examples (a paired interval)
             "correct": "".join("1" if r["correct"] else "0" for r in records)}
+
+
+@functools.cache
+def _tokenizer():
+    """The protocol model's tokenizer (every run of the protocol fine-tunes that model, so they share it)."""
+    from gta.models import load_tokenizer
+
+    return load_tokenizer(PROTOCOL["model"])
 
 
 def code_version() -> str | None:

@@ -3,6 +3,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 
 def test_attempts_of_a_new_run_leave_its_folder_to_gta_train(paper, tmp_path):
     """The run folder does not exist before `gta train` creates it (it refuses a non-empty folder that holds
@@ -61,6 +63,17 @@ def test_code_version_names_the_commit_and_local_changes(paper, tmp_path, monkey
     assert paper.code_version() is None
 
 
+def words(text, add_special_tokens=False):
+    """A tokenizer stand-in (one token per word), so these tests do not need the protocol model."""
+    return {"input_ids": text.split()}
+
+
+@pytest.fixture
+def paper(paper, monkeypatch):
+    monkeypatch.setattr(paper, "_tokenizer", lambda: words)
+    return paper
+
+
 def test_answer_summary_counts_formatted_answers_that_are_not_labels(paper, tmp_path):
     rows = [{"answer": "label", "exact_format": True}, {"answer": "Joy ", "exact_format": True, "correct": True},
             {"answer": "label", "exact_format": True}, {"answer": "joy", "exact_format": False},
@@ -71,7 +84,7 @@ def test_answer_summary_counts_formatted_answers_that_are_not_labels(paper, tmp_
     summary = paper.answer_summary(pred, ["joy", "sadness"])
     assert summary == {"n": 5, "invalid_format": 1, "not_a_label": 3,
                        "top_not_a_label": [("label", 2), ("feeling", 1)],
-                       "think_n": 0, "think_words_median": None, "think_placeholder": 0,
+                       "think_n": 0, "think_words_median": None, "think_placeholder": 0, "think_tokens": [],
                        "correct": "01000"}  # per example, in order: for paired comparisons of two runs
 
 
@@ -85,16 +98,31 @@ def test_answer_summary_measures_the_think_spans_of_formatted_outputs(paper, tmp
     pred.write_text("\n".join(json.dumps(r) for r in rows))
     summary = paper.answer_summary(pred, ["joy"])
     assert (summary["think_n"], summary["think_words_median"], summary["think_placeholder"]) == (3, 2, 1)
+    assert summary["think_tokens"] == [1, 4, 2, 9]  # every think span, in order, formatted or not
+
+
+def test_transitions_count_the_answers_that_differ_from_the_guess(paper, tmp_path):
+    rows = [("joy", "joy", "joy"), ("joy", "sadness", "joy"), ("joy", "joy", "sadness"),
+            ("joy", "anger", "sadness"), ("joy", "anger", "anger"), ("joy", None, "joy")]  # gold, guess, answer
+    pred = tmp_path / "predictions.jsonl"
+    pred.write_text("\n".join(json.dumps({"text": "t", "gold": g, "guess": q, "think": "x", "answer": a,
+                                          "correct": a == g}) for g, q, a in rows))
+    tr = paper.transitions(pred)
+    assert tr["counts"] == {"wrong->right": 2, "right->wrong": 1, "both right": 1, "both wrong": 2}
+    # changed: sadness->joy, joy->sadness, anger->sadness (hidden in "both wrong"), none->joy; right: two of them
+    assert tr["changed"] == {"n": 6, "answer != guess": 4, "of which right": 2}
 
 
 def test_finished_runs_get_their_answer_summary_backfilled(paper, tmp_path):
     pred = tmp_path / "gta" / "eval" / "predictions.jsonl"
     pred.parent.mkdir(parents=True)
-    pred.write_text(json.dumps({"answer": "label", "exact_format": True, "correct": False}))
+    pred.write_text(json.dumps({"text": "t", "gold": "joy", "guess": "joy", "think": None, "answer": "label",
+                                "exact_format": True, "correct": False}))
     results = {"runs": {"gta": {"eval": {"confusion_matrix": {"labels": ["joy", "sadness", "invalid"]}}},
                         "sft": {"eval": {}}}}  # sft: no predictions file, left alone
     assert paper.backfill_answers(results, tmp_path)
     assert results["runs"]["gta"]["answers"]["not_a_label"] == 1 and "answers" not in results["runs"]["sft"]
+    assert results["runs"]["gta"]["transitions"]["changed"]["answer != guess"] == 1  # GTA's guess -> answer too
     assert not paper.backfill_answers(results, tmp_path)  # nothing new: the caller need not save
     del results["runs"]["gta"]["answers"]["think_n"]  # a summary written before a figure was added
     assert paper.backfill_answers(results, tmp_path) and results["runs"]["gta"]["answers"]["think_n"] == 0

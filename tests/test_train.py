@@ -131,3 +131,15 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, tiny_path, mech_data):
     with pytest.raises(ConfigError, match="changed config"):
         Trainer(cfg(tmp_path, tiny_path, mech_data, method="sft", max_steps=1, eval_every=0, learning_rate=0.5),
                 resume=True, progress=False)
+
+
+def test_data_seed_keeps_the_subsets_while_the_training_seed_changes(tmp_path, tiny_path, mech_data):
+    def made(name, **kw):
+        return Trainer(cfg(tmp_path / name, tiny_path, mech_data, method="sft", train_limit=12, **kw), progress=False)
+
+    seed0, seed1, seed1_data0 = made("a", seed=0), made("b", seed=1), made("c", seed=1, data_seed=0)
+    texts = lambda t: [ex.text for ex in t.train_examples]
+    held = lambda t: [ex.text for ex in t.eval_examples]
+    assert texts(seed1_data0) == texts(seed0) and held(seed1_data0) == held(seed0)
+    assert texts(seed1) != texts(seed0)  # without --data-seed, --seed picks the subsets too
+    assert seed1_data0.plan.batch_indices(0) != seed0.plan.batch_indices(0)  # the training order follows --seed

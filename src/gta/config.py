@@ -29,6 +29,8 @@ class TrainConfig:
     train_limit: int | None = _f(None, "seeded stratified subset of the train split")
     output: str = _f("runs/gta", "run folder (config, labels, metrics.jsonl, checkpoints)")
     seed: int = _f(0, "seed for data order, sampling and initialisation")
+    data_seed: int | None = _f(None, "seed of the train and held-out subsets (default: --seed); a second --seed "
+                                     "with the same --data-seed measures run-to-run spread on the same examples")
     # model and precision
     lora_r: int = _f(0, "LoRA rank; 0 = full fine-tuning")
     lora_alpha: int = _f(32, "LoRA alpha")

@@ -159,7 +159,8 @@ class Trainer:
 
         # Data and prompts
         self.labels, self.train_examples, self.eval_examples = data.training_sets(
-            cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column, cfg.train_limit, cfg.eval_limit, cfg.seed)
+            cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column, cfg.train_limit, cfg.eval_limit,
+            cfg.seed if cfg.data_seed is None else cfg.data_seed)
         self.template = prompts.METHOD_TEMPLATE[cfg.method]
         self.tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
         self.prompts, truncated = prompts.make_prompts(
