@@ -1,6 +1,7 @@
 """Reproduce the paper's experiments at CPU scale for one dataset (issue: paper reproduction).
 
     python benchmarks/paper.py --dataset emotion [--data-dir ../shared/data] [--runs runs/paper]
+    python benchmarks/paper.py --dataset emotion --seed 1 --methods sft gta   # run-to-run spread (results/seed1/)
 
 Runs, in order, each skipped when already finished (so the script resumes after an interruption, and a
 killed training run continues from its latest checkpoint): Base zero-shot with the direct and the think

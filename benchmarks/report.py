@@ -13,13 +13,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS, DOC, FIGS = ROOT / "benchmarks" / "results", ROOT / "docs" / "results.md", ROOT / "docs" / "figures"
+README = ROOT / "README.md"
+# README.md's results table is written by this script between these lines
+TABLE_START, TABLE_END = "<!-- results table: written by benchmarks/report.py -->", "<!-- end of results table -->"
 RUN_NAMES = ["base-direct", "base-think", "sft", "grpo", "gta", "gta-rl"]
-# Reruns of a dataset's whole protocol (paper.py --results benchmarks/results/replication), reported beside the
-# runs above: same seed, subsets and configs, another machine or code version.
+# The runs of the code before FIDELITY_FIX (the commit that made GTA follow the paper), kept beside the reruns:
+# results/before-fidelity/DATASET.json, with their own reruns (superseded/) and replications (replication/).
+BEFORE_FIX = "before-fidelity"
+# Reruns of a dataset's whole protocol (paper.py --results .../replication): same seed, subsets and configs, another
+# machine or code version.
 REPLICATION = "replication"
-# Reruns of the protocol on the code after FIDELITY_FIX (paper.py --results benchmarks/results/after-fidelity):
-# they differ from the runs above by the fixes, so they are not counted as run-to-run spread.
-AFTER_FIX = "after-fidelity"
+# The protocol's training with another seed on the same subsets (paper.py --seed N writes results/seedN/): the
+# run-to-run spread the verdicts are read against.
+SEED_FOLDERS = "seed*"
 DATASETS = ["sst5", "massive_scenario", "emotion", "bbc_news"]
 # The paper's Table 2, Qwen2.5 (3B) row (accuracy, weighted F1, %); "Amazon" there is MASSIVE scenario.
 PAPER = {
@@ -28,7 +34,7 @@ PAPER = {
     "emotion": {"base": (58.75, 58.63), "sft": (91.35, 91.41), "grpo": (82.50, 81.54), "gta": (92.45, 92.47)},
     "bbc_news": {"base": (81.50, 82.88), "sft": (97.70, 97.70), "grpo": (95.40, 95.47), "gta": (98.50, 98.50)},
 }
-# A defect fixed before every run reported now; its replaced runs stay in results/superseded/.
+# A defect fixed before the runs of the code before the fix; its replaced runs are in results/before-fidelity/superseded/.
 GUESS_TARGET_HISTORY = (
     "History: until commit `64969cd` the SFT target of GTA's guess was `label</guess>` tokenized on its own. In "
     "a whole output SmolLM2's tokenizer merges the `>` of `</guess>` with the `<` of `<think>` into one token, "
@@ -80,19 +86,27 @@ second gradient buffer (g_SFT beside g_RL): about 72 GB per process before activ
 fits smaller GPUs.)"""
 
 
-def verdict_note(results: dict) -> str:
+def verdict_note(before: dict, root: Path | None = None, seeds: dict | None = None) -> str:
+    """How far the verdicts' figures can be trusted: the test-sample intervals, the seed spread where a second
+    training seed was run, and the largest move a replication (same seed, another machine) of the code before
+    the fix measured."""
     note = ("Each verdict is decided by the numbers beside it, from one run per method (seed 0). An accuracy "
             "difference is given in points with the half-width of its 95% interval from the test subset alone "
             "(normal approximation; \"paired\" where both runs recorded their per-example outcomes, else "
             "unpaired), marked \"within test noise\" where the interval includes 0; the guess -> answer counts "
             "come with an exact two-sided sign test. Neither covers run-to-run spread")
+    if seeds:
+        note += (f"; that is measured by a second training seed on {', '.join(sorted(seeds))} (section \"Seed "
+                 "spread\"), and the GTA-vs-SFT verdicts there say whether the gap exceeds it")
     moves = [(abs(b["eval"]["accuracy"] - a["eval"]["accuracy"]), ds, n)
-             for ds, rep in replicated(results) for n, b in rep["runs"].items()
-             if (a := results[ds]["runs"].get(n)) is not None]
+             for ds, rep in replicated(before, REPLICATION, root) for n, b in rep["runs"].items()
+             if (a := before[ds]["runs"].get(n)) is not None]
     if not moves:
-        return note + ", which no replication has measured yet."
+        return note + ". No replication (same seed, another machine) has been run" + (
+            "." if seeds else ", so the spread is not measured.")
     move, ds, n = max(moves)
-    return note + f": in the replications above, a rerun moved {ds} {n}'s accuracy by {100 * move:.2f} points."
+    return note + (f". A replication of the code before the fix (same seed, another machine) moved {ds} {n}'s "
+                   f"accuracy by {100 * move:.2f} points.")
 
 
 def pct(x):
@@ -174,14 +188,16 @@ def _smooth(xs, k=8):
 
 
 def main() -> None:
-    results = {ds: json.loads((RESULTS / f"{ds}.json").read_text()) for ds in DATASETS if (RESULTS / f"{ds}.json").is_file()}
+    results, before = load_results(RESULTS), load_results(RESULTS / BEFORE_FIX)
+    seeds = seed_results(results)
     out = ["# Results at CPU scale", "",
            "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`, which "
            "`python benchmarks/paper.py --dataset NAME` writes. Do not edit by hand.", ""]
     out += fidelity_caveat(results)
     missing = [ds for ds in DATASETS if ds not in results]
     if missing:
-        out += [f"**Not run yet:** {', '.join(missing)}.", ""]
+        out += [f"**Not run yet on the corrected code:** {', '.join(missing)}"
+                + (" (their runs on the code before the fix are in the next section but one)." if before else "."), ""]
     for ds, res in results.items():
         todo = [r for r in expected_runs(ds) if r not in res["runs"]]
         if todo:
@@ -197,8 +213,8 @@ def main() -> None:
     out += ["## Full-scale configuration (GPU users; not run here)", "", FULL_SCALE, ""]
     if results:
         out += ["Machine: " + "; ".join(f"{ds}: {machines_text(r)}" for ds, r in results.items()), ""]
-    out += superseded(results) + wall_times(results)
-    out += replications(results) + replications(results, AFTER_FIX)
+    out += superseded(results) + wall_times(results) + replications(results)
+    out += fix_comparison(results, before) + seed_spread(results, seeds)
     tfidf = tfidf_results()
     out += ["## Table 2 analogue: accuracy / weighted F1 (%)", "",
             "TF-IDF + LR: word 1-2-gram TF-IDF and logistic regression (scikit-learn defaults, seeded) on the same "
@@ -227,7 +243,7 @@ def main() -> None:
             verdicts.append(f"- GTA beats SFT and GRPO on {ds}: **{verdict}** (acc GTA {pct(ga)}, SFT {pct(sa)}, "
                             f"GRPO {pct(ra)}; F1 GTA {pct(gf)}, SFT {pct(sf)}, GRPO {pct(rf)}; acc GTA - SFT "
                             f"{acc_diff(ev['gta'], ev['sft'])}, GTA - GRPO {acc_diff(ev['gta'], ev['grpo'])}"
-                            f"{other_machine(res, 'gta', ('sft', 'grpo'))})")
+                            f"{other_machine(res, 'gta', ('sft', 'grpo'))}{seed_verdict(res, seeds.get(ds, []))})")
     out.append("")
     if "sst5" in results and "gta-rl" in results["sst5"]["runs"]:
         res = results["sst5"]
@@ -255,7 +271,7 @@ def main() -> None:
                             f"{acc_diff(t, d)})")
     out.append("")
     out += answers_table(results)
-    figs = plot(results)
+    figs = plot(results) + plot_diagnostics(results, seeds)
     out += ["## Fig. 5/6 analogues and gradient conflicts", ""]
     for ds, res in results.items():
         runs = res["runs"]
@@ -275,7 +291,7 @@ def main() -> None:
         tr = res["runs"].get("gta", {}).get("transitions")
         if tr:
             counts, examples = tr["counts"], tr["examples"]
-            out.append(f"- {ds}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            out.append(f"- {ds}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + changed_text(tr))
             verdicts.append(f"- The answer corrects wrong guesses on {ds}: **{'held' if counts['wrong->right'] > counts['right->wrong'] else 'not held'}** "
                             f"(wrong->right {counts['wrong->right']}, right->wrong {counts['right->wrong']}; "
                             f"sign test p = {sign_test(counts['wrong->right'], counts['right->wrong']):.2g})")
@@ -284,10 +300,18 @@ def main() -> None:
             for e in examples:
                 out.append(f"  - gold `{e['gold']}`, guess `{e['guess']}` -> answer `{e['answer']}`; think: "
                            f"\"{(e['think'] or '')[:300]}\"")
-    out += ["", "## Verdicts", "", verdict_note(results), ""] + (verdicts or ["No results yet."]) + [""]
+    out += [""] + diagnostics(results, seeds)
+    out += history(before)
+    out += ["", "## Verdicts", "", verdict_note(before, RESULTS / BEFORE_FIX, seeds), ""] + (verdicts or ["No results yet."]) + [""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(out))
     print(f"wrote {DOC}")
+    if README.is_file() and TABLE_START in README.read_text():
+        text = README.read_text()
+        head, rest = text.split(TABLE_START, 1)
+        README.write_text(head + "\n".join([TABLE_START, *readme_table(results, before, tfidf), TABLE_END])
+                          + rest.split(TABLE_END, 1)[1])
+        print(f"wrote the results table in {README}")
 
 
 def tfidf_results() -> dict:
@@ -385,16 +409,18 @@ def fidelity_caveat(results: dict) -> list[str]:
             "exact format was required for accuracy).", ""]
 
 
-def superseded(results: dict) -> list[str]:
-    """Each run dropped by `paper.py --rerun` (kept in results/superseded/) beside the run that replaced it."""
-    files = [(f, results, "") for f in sorted((RESULTS / "superseded").glob("*.json"))]
-    reps = dict(replicated(results))
-    files += [(f, reps, " (replication)") for f in sorted((RESULTS / REPLICATION / "superseded").glob("*.json"))]
+def superseded(results: dict, root: Path | None = None) -> list[str]:
+    """Each run dropped by `paper.py --rerun` (kept in ROOT/superseded/, ROOT = results/ by default) beside the
+    run that replaced it."""
+    root = root or RESULTS
+    files = [(f, results, "") for f in sorted((root / "superseded").glob("*.json"))]
+    reps = dict(replicated(results, REPLICATION, root))
+    files += [(f, reps, " (replication)") for f in sorted((root / REPLICATION / "superseded").glob("*.json"))]
     if not files:
         return []
     out = ["## Reruns: each replaced run beside its rerun", "",
            "Written by `python benchmarks/paper.py --dataset NAME --rerun METHOD`, which keeps the replaced run's "
-           "figures in `benchmarks/results/superseded/`. Same seed, subsets and config; the code (and possibly the "
+           f"figures in `{root.relative_to(ROOT) if root.is_relative_to(ROOT) else root}/superseded/`. Same seed, subsets and config; the code (and possibly the "
            "machine) differ.", "",
            "| run | code | machine | acc / F1 | guess acc | fast acc | mean format reward (training) | answers not a label | minutes |",
            "|---|---|---|---|---|---|---|---|---|"]
@@ -418,54 +444,83 @@ def superseded(results: dict) -> list[str]:
     return out + ["", GUESS_TARGET_HISTORY, ""]
 
 
-def replicated(results: dict, folder: str = REPLICATION) -> list[tuple[str, dict]]:
-    """(dataset, rerun results) for each rerun in results/FOLDER of a dataset that has reported results."""
-    files = sorted((RESULTS / folder).glob("*.json")) if (RESULTS / folder).is_dir() else []
+def replicated(results: dict, folder: str = REPLICATION, root: Path | None = None) -> list[tuple[str, dict]]:
+    """(dataset, rerun results) for each rerun in ROOT/FOLDER of a dataset that has reported results."""
+    where = (root or RESULTS) / folder
+    files = sorted(where.glob("*.json")) if where.is_dir() else []
     reps = [(f.stem, json.loads(f.read_text())) for f in files]
     return [(ds, rep) for ds, rep in reps if ds in results and rep.get("runs")]
 
 
-def replications(results: dict, folder: str = REPLICATION) -> list[str]:
-    """Each rerun of a dataset's protocol beside its reported runs: how far the figures and wall times move."""
-    out = []
-    for ds, rep in replicated(results, folder):
-        orig = results[ds]
-        if not out and folder == REPLICATION:
-            out = ["## Replications: the same protocol run again", "",
-                   "Same seed, subsets and configs as above, on another machine or code version. Float rounding "
-                   "differs between CPUs, so sampled completions (and every trajectory after them) differ too: the "
-                   "spread between the two is a floor on run-to-run variation, which single-seed results above do "
-                   f"not show. Written by `python benchmarks/paper.py --dataset NAME --results "
-                   f"benchmarks/results/{REPLICATION}`.", ""]
-        elif not out:
-            out = [f"## Reruns on the corrected code (after `{FIDELITY_FIX}`)", "",
-                   "The same protocol (seed, subsets, configs) on the code that follows the paper (see the top of "
-                   "this page), beside the runs above, which predate it: the differences are the fixes' as much as "
-                   f"run-to-run spread's. Written by `python benchmarks/paper.py --dataset NAME --results "
-                   f"benchmarks/results/{folder}` (`--methods` to run some methods first); the rest of the protocol "
-                   "is still to be rerun.", ""]
-        out += [f"{ds}: reported runs on {machines_text(orig)}; rerun on {machines_text(rep)}.", "",
-                "| run | acc / F1 reported | acc / F1 rerun | minutes reported | minutes rerun | code rerun |",
-                "|---|---|---|---|---|---|"]
-        total = [0.0, 0.0]
-        for n in RUN_NAMES:
-            a, b = orig["runs"].get(n), rep["runs"].get(n)
-            if b is None:
-                continue
-            total[0] += minutes(a) if a else 0.0
-            total[1] += minutes(b)
-            old = f"{pct(a['eval']['accuracy'])} / {pct(a['eval']['f1_weighted'])} | " if a else "— | "
-            out.append(f"| {n} | {old}{pct(b['eval']['accuracy'])} / {pct(b['eval']['f1_weighted'])} | "
-                       f"{f'{minutes(a):.0f}' if a else '—'} | {minutes(b):.0f} | "
-                       f"{', '.join(f'`{c}`' for c in b.get('code', []))} |")
-        expected = expected_runs(ds)
-        done = [n for n in expected if n in rep["runs"]]
-        status = (f"within 150 min: {'yes' if total[1] <= 150 else 'no'}" if len(done) == len(expected)
-                  else f"{len(done)}/{len(expected)} runs so far")
-        out += [f"| total | | | {total[0]:.0f} | {total[1]:.0f} | {status} |", ""]
-        if rep.get("timing_note"):  # conditions that make the wall times unfit for the budget (written with the run)
-            out += [f"Timing: {rep['timing_note']}", ""]
+def replications(results: dict, folder: str = REPLICATION, root: Path | None = None) -> list[str]:
+    """Each rerun of a dataset's protocol (same seed, subsets and configs) beside its reported runs: how far the
+    figures and wall times move."""
+    pairs = replicated(results, folder, root)
+    if not pairs:
+        return []
+    out = ["## Replications: the same protocol run again", "",
+           "Same seed, subsets and configs as above, on another machine or code version. Float rounding "
+           "differs between CPUs, so sampled completions (and every trajectory after them) differ too: the "
+           "spread between the two is a floor on run-to-run variation, which single-seed results do "
+           f"not show. Written by `python benchmarks/paper.py --dataset NAME --results "
+           f"benchmarks/results/{REPLICATION}`.", ""]
+    for ds, rep in pairs:
+        out += side_by_side(ds, results[ds], rep, ("reported", "rerun"))
     return out
+
+
+def fix_comparison(results: dict, before: dict) -> list[str]:
+    """The runs of the code before FIDELITY_FIX beside the reruns on the corrected code, dataset by dataset."""
+    if not before:
+        return []
+    out = [f"## The code before the fix beside the corrected code (`{FIDELITY_FIX}`)", "",
+           "The same protocol (seed, subsets, configs); the runs before the fix are kept in "
+           f"`benchmarks/results/{BEFORE_FIX}/`. The differences are the fixes' as much as run-to-run spread's "
+           "(see \"Seed spread\") and the machines'.", ""]
+    for ds in DATASETS:
+        if ds in before:
+            out += side_by_side(ds, before[ds], results.get(ds, {"runs": {}, "machine": None}),
+                                ("before the fix", "corrected code"), every_run=True)
+    return out
+
+
+def side_by_side(ds: str, orig: dict, rep: dict, names: tuple[str, str], every_run: bool = False) -> list[str]:
+    """One dataset's runs of two versions of the protocol (names: what each is), with minutes and the budget
+    verdict of the second; every_run: a row for each run of either (else only the second's)."""
+    a_name, b_name = names
+    where = f"on {machines_text(rep)}" if rep["runs"] else "not run yet"
+    out = [f"{ds}: {a_name} on {machines_text(orig)}; {b_name} {where}.", "",
+           f"| run | acc / F1 {a_name} | acc / F1 {b_name} | minutes {a_name} | minutes {b_name} | code {b_name} |",
+           "|---|---|---|---|---|---|"]
+    total = [0.0, 0.0]
+    for n in RUN_NAMES:
+        a, b = orig["runs"].get(n), rep["runs"].get(n)
+        if b is None and not (every_run and a):
+            continue
+        total[0] += minutes(a) if a else 0.0
+        total[1] += minutes(b) if b else 0.0
+        cell = lambda r: f"{pct(r['eval']['accuracy'])} / {pct(r['eval']['f1_weighted'])}" if r else "—"
+        out.append(f"| {n} | {cell(a)} | {cell(b)} | {f'{minutes(a):.0f}' if a else '—'} | "
+                   f"{f'{minutes(b):.0f}' if b else '—'} | {', '.join(f'`{c}`' for c in (b or {}).get('code', [])) or '—'} |")
+    expected = expected_runs(ds)
+    done = [n for n in expected if n in rep["runs"]]
+    status = (f"within 150 min: {'yes' if total[1] <= 150 else 'no'}" if len(done) == len(expected)
+              else f"{len(done)}/{len(expected)} runs so far")
+    out += [f"| total | | | {total[0]:.0f} | {total[1]:.0f} | {status} |", ""]
+    if rep.get("timing_note"):  # conditions that make the wall times unfit for the budget (written with the run)
+        out += [f"Timing: {rep['timing_note']}", ""]
+    return out
+
+
+def history(before: dict) -> list[str]:
+    """The reruns and replications of the code before the fix, as they were reported then."""
+    root = RESULTS / BEFORE_FIX
+    lines = superseded(before, root) + replications(before, REPLICATION, root)
+    if not lines:
+        return []
+    return ["## History: reruns and replications of the code before the fix", "",
+            f"Figures of `benchmarks/results/{BEFORE_FIX}/`, kept for the record; every table above is of the "
+            "corrected code.", ""] + [("#" + x if x.startswith("## ") else x) for x in lines]
 
 
 def cpu(m: dict) -> str:
@@ -587,6 +642,209 @@ def reward_summary(metrics: list[dict]) -> str:
 
 def _mean(metrics, key):
     return sum(r[key] for r in metrics) / max(1, len(metrics))
+
+
+def load_results(folder: Path) -> dict:
+    """{dataset: results} of the DATASET.json files in folder."""
+    return {ds: json.loads((folder / f"{ds}.json").read_text()) for ds in DATASETS if (folder / f"{ds}.json").is_file()}
+
+
+def seed_results(results: dict) -> dict[str, list[tuple[int, dict]]]:
+    """{dataset: [(seed, results)]} of the protocol's training with other seeds (results/seedN/DATASET.json, the
+    same subsets), for the datasets that have seed-0 results."""
+    out: dict[str, list[tuple[int, dict]]] = {}
+    for folder in sorted(RESULTS.glob(SEED_FOLDERS)):
+        if folder.is_dir() and folder.name[4:].isdigit():
+            for ds, res in load_results(folder).items():
+                if ds in results and res.get("runs"):
+                    out.setdefault(ds, []).append((int(folder.name[4:]), res))
+    return out
+
+
+def seed_moves(res: dict, others: list[tuple[int, dict]]) -> dict[str, list[float]]:
+    """{method: [accuracy of seed N - accuracy of seed 0, for each other seed]} for the methods both ran."""
+    moves: dict[str, list[float]] = {}
+    for _, other in others:
+        for n, r in other["runs"].items():
+            if n in res["runs"]:
+                moves.setdefault(n, []).append(r["eval"]["accuracy"] - res["runs"][n]["eval"]["accuracy"])
+    return moves
+
+
+def seed_spread(results: dict, seeds: dict) -> list[str]:
+    """Each method's accuracy under another training seed beside seed 0's (same subsets, configs and test
+    examples): the run-to-run spread."""
+    if not seeds:
+        return []
+    out = ["## Seed spread: the same protocol with another training seed", "",
+           "Written by `python benchmarks/paper.py --dataset NAME --seed N` (results/seedN/): the training seed "
+           "(prompt order, sampling) changes, the train, held-out and test subsets stay those of seed 0 "
+           "(`--data-seed 0`). The difference is paired over the same test examples; its interval is the test "
+           "sample's, so a difference outside it is the training's spread, not the test's.", "",
+           "| dataset | run | seed 0 acc / F1 | other seed acc / F1 | other - seed 0 (acc points) | machines |",
+           "|---|---|---|---|---|---|"]
+    for ds, others in seeds.items():
+        res = results[ds]
+        for seed, other in others:
+            for n in RUN_NAMES:
+                a, b = res["runs"].get(n), other["runs"].get(n)
+                if a and b:
+                    ma, mb = cpu(run_machine(res, n)), cpu(run_machine(other, n))
+                    out.append(f"| {ds} | {n} | {pct(a['eval']['accuracy'])} / {pct(a['eval']['f1_weighted'])} | "
+                               f"seed {seed}: {pct(b['eval']['accuracy'])} / {pct(b['eval']['f1_weighted'])} | "
+                               f"{acc_diff(b, a)} | {ma if ma == mb else f'{ma} vs {mb}'} |")
+    out.append("")
+    for ds, others in seeds.items():
+        moves = seed_moves(results[ds], others)
+        if moves:
+            out.append(f"- {ds}: largest seed-to-seed move of one method's accuracy "
+                       f"{100 * max(abs(x) for v in moves.values() for x in v):.2f} points "
+                       f"({', '.join(f'{n} {100 * v[0]:+.2f}' for n, v in moves.items())}).")
+    return out + [""]
+
+
+def seed_verdict(res: dict, others: list[tuple[int, dict]]) -> str:
+    """For the GTA-vs-SFT verdict: the gap on every seed, and whether it is beyond the seed spread (the same sign
+    on every seed and larger than the largest seed-to-seed move of either method)."""
+    gaps = [res["runs"]["gta"]["eval"]["accuracy"] - res["runs"]["sft"]["eval"]["accuracy"]]
+    for _, other in others:
+        if "gta" in other["runs"] and "sft" in other["runs"]:
+            gaps.append(other["runs"]["gta"]["eval"]["accuracy"] - other["runs"]["sft"]["eval"]["accuracy"])
+    moves = seed_moves(res, others)
+    spread = [abs(x) for n in ("sft", "gta") for x in moves.get(n, [])]
+    if len(gaps) < 2 or not spread:
+        return ""
+    beyond = (all(g > 0 for g in gaps) or all(g < 0 for g in gaps)) and min(abs(g) for g in gaps) > max(spread)
+    return (f"; GTA - SFT on seeds {', '.join(str(k) for k in [0] + [k for k, _ in others])}: "
+            f"{', '.join(f'{100 * g:+.2f}' for g in gaps)} points, seed-to-seed moves of SFT/GTA up to "
+            f"{100 * max(spread):.2f}: **{'beyond' if beyond else 'within'} the seed spread**")
+
+
+def changed_text(tr: dict) -> str:
+    """Fig. 7's second figure: how often the answer is not the guess, and how often such a change is right."""
+    c = tr.get("changed")
+    if not c:
+        return "; answers that differ from the guess not counted (the run predates it)"
+    right = f", {c['of which right']} of them right ({pct(c['of which right'] / c['answer != guess'])}%)" \
+        if c["answer != guess"] else ""
+    return f"; the answer differs from the guess on {c['answer != guess']} of {c['n']} ({pct(c['answer != guess'] / c['n'])}%){right}"
+
+
+def _quantiles(xs: list[int]) -> str:
+    if len(xs) == 1:
+        return f"{xs[0]}"
+    q = statistics.quantiles(xs, n=10, method="inclusive")
+    return f"{statistics.median(xs):g} [{q[0]:g}-{q[-1]:g}], max {max(xs)}"
+
+
+def diagnostics(results: dict, seeds: dict) -> list[str]:
+    """What each trained run did, beside its score: think-span lengths in tokens, answers that differ from the
+    guess, groups with no RL signal over training, and (GTA) the two gradients' sizes on updates that kept and
+    that dropped the SFT gradient."""
+    rows = []
+    for ds, res in results.items():
+        for seed, r0 in [(0, res)] + seeds.get(ds, []):
+            for name in ("sft", "grpo", "gta", "gta-rl"):
+                r = r0["runs"].get(name)
+                if not r:
+                    continue
+                a, m = r.get("answers") or {}, r["metrics"]
+                tokens = a.get("think_tokens")
+                if tokens is None:
+                    think = "not recorded (the run's predictions were not kept)" if name != "sft" else "—"
+                else:
+                    think = f"{pct(len(tokens) / a['n'])}% | " + (_quantiles(tokens) if tokens else "—")
+                if " | " not in think:
+                    think += " | —"
+                c = (r.get("transitions") or {}).get("changed")
+                changed = (f"{pct(c['answer != guess'] / c['n'])} | "
+                           f"{pct(c['of which right'] / c['answer != guess']) if c['answer != guess'] else '—'}"
+                           if c else ("not recorded | —" if name in ("gta", "gta-rl") else "— | —"))
+                groups = "—"
+                if m and "groups/informative" in m[0]:
+                    groups = " / ".join(f"{100 * (1 - _mean(rows_, 'groups/informative')):.1f}"
+                                        for rows_ in (m[:16], m[-16:], m))
+                grads = balance_summary(m) if name == "gta" else "—"
+                rows.append(f"| {ds} | {name} | {seed} | {think} | {changed} | {groups} | {grads} |")
+    if not rows:
+        return []
+    return ["## Diagnostics of each trained run (test subset; training metrics)", "",
+            "Think spans: the share of test outputs that have one, and their length in the model's tokens (median "
+            "[10th-90th percentile], max; `docs/figures/DATASET-diagnostics.png` has the distributions). Answer != "
+            "guess: the share of test outputs whose answer is not their guess (a missing span counts as a change), "
+            "and how many of those changed answers are right. Uninformative groups: the share of prompts whose G "
+            "rewards were all equal (no advantage, so no RL signal), over the first 16 steps / the last 16 / all. "
+            "Gradients (GTA): medians of ||g_SFT||, ||g_RL|| (before the conflict rule and clipping) and rl_share "
+            "= ||lambda2 g_RL|| / ||applied gradient||, on the updates that kept and that dropped g_SFT.", "",
+            "| dataset | run | seed | think spans (% of outputs) | think tokens | answer != guess (%) | "
+            "of those right (%) | uninformative groups (%) | gradients |",
+            "|---|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def plot_diagnostics(results: dict, seeds: dict) -> list[str]:
+    """Per dataset: the think-span length distribution of each run, and the share of uninformative groups over
+    training."""
+    have = {ds: [(seed, n, r) for seed, res in [(0, results[ds])] + seeds.get(ds, [])
+                 for n, r in res["runs"].items() if n in ("grpo", "gta", "gta-rl")]
+            for ds in results}
+    if not any(have.values()):
+        return []
+    import matplotlib  # the `plots` / `bench` extra
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    FIGS.mkdir(parents=True, exist_ok=True)
+    made = []
+    for ds, runs in have.items():
+        if not runs:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for seed, n, r in runs:
+            label = f"{n} (seed {seed})"
+            tokens = (r.get("answers") or {}).get("think_tokens")
+            if tokens:
+                axes[0].hist(tokens, bins=range(0, max(tokens) + 2), histtype="step", label=label)
+            m = [x for x in r["metrics"] if "groups/informative" in x]
+            if m:
+                axes[1].plot([x["step"] for x in m], _smooth([100 * (1 - x["groups/informative"]) for x in m]),
+                             label=label)
+        axes[0].set(title=f"{ds}: think-span length (test outputs)", xlabel="tokens", ylabel="outputs")
+        axes[1].set(title=f"{ds}: uninformative groups (moving avg 8)", xlabel="step", ylabel="%")
+        for ax in axes:
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
+        fig.tight_layout()
+        path = FIGS / f"{ds}-diagnostics.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        made.append(path.name)
+    return made
+
+
+def readme_table(results: dict, before: dict, tfidf: dict) -> list[str]:
+    """README.md's results table: test accuracy of the corrected code, TF-IDF + LR beside it, and the figures of
+    the code before the fix for the datasets not rerun yet."""
+    names = {"sst5": "SST-5", "massive_scenario": "MASSIVE scenario", "emotion": "Emotion", "bbc_news": "BBC News"}
+    out = ["| dataset (test accuracy %) | base zero-shot (direct) | SFT | GRPO | GTA | GTA(RL) | "
+           "TF-IDF + LR, same 512 / whole train split | machine |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for ds in DATASETS:
+        res = results.get(ds)
+        lr = tfidf.get(ds, {})
+        lr_cell = " / ".join(f"{100 * lr[k]['accuracy']:.1f}" if k in lr else "—" for k in ("subset", "full"))
+        short = lambda r: (lambda g: next(iter(g)) if len(g) == 1 else f"{len(g)} kinds, see docs/results.md")(machines(r))
+        if res is None and ds in before:
+            res, where = before[ds], "code before the fix; " + short(before[ds])
+        elif res is None:
+            out.append(f"| {names[ds]} | not run | | | | | {lr_cell} | |")
+            continue
+        else:
+            where = short(res)
+        cells = [f"{100 * r['eval']['accuracy']:.1f}" if (r := res["runs"].get(n)) else
+                 ("—" if n == "gta-rl" and ds != "sst5" else "not run yet")
+                 for n in ("base-direct", "sft", "grpo", "gta", "gta-rl")]
+        out.append(f"| {names[ds]} | " + " | ".join(cells) + f" | {lr_cell} | {where} |")
+    return out
 
 
 if __name__ == "__main__":

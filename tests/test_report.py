@@ -28,7 +28,7 @@ def test_report_of_all_four_datasets_has_every_section(report, tmp_path, monkeyp
     import importlib.util as iu
     import json
 
-    emotion = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
+    emotion = json.loads((ROOT / "benchmarks" / "results" / "before-fidelity" / "emotion.json").read_text())
     # the figures below are of emotion's GTA run as first reported (a rerun replaces it in the results file)
     emotion["runs"]["gta"]["eval"].update(accuracy=0.013, f1_weighted=0.02328143321134095)
     emotion["runs"]["gta"].update(train_wall_s=4809.17, eval_wall_s=410.34, answers={
@@ -52,14 +52,21 @@ def test_report_of_all_four_datasets_has_every_section(report, tmp_path, monkeyp
     monkeypatch.setattr(report, "RESULTS", results)
     monkeypatch.setattr(report, "DOC", tmp_path / "docs" / "results.md")
     monkeypatch.setattr(report, "FIGS", tmp_path / "docs" / "figures")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{report.TABLE_START}\nold\n{report.TABLE_END}\nafter\n")
+    monkeypatch.setattr(report, "README", readme)
     if iu.find_spec("matplotlib") is None:  # plots are the `plots` extra, not the test one
         monkeypatch.setattr(report, "plot", lambda results: [])
     report.main()
     doc = (tmp_path / "docs" / "results.md").read_text()
+    text = readme.read_text()  # the table is replaced, the rest kept
+    assert text.startswith(f"before\n{report.TABLE_START}\n| dataset") and text.endswith(f"{report.TABLE_END}\nafter\n")
+    assert "| SST-5 | 2.0 | 58.9 | 1.8 | 1.3 | 0.0 |" in text and "old" not in text
     assert "Not run yet" not in doc and "incomplete" not in doc
     assert "## Table 3 analogue (SST-5)" in doc
     assert "GTA > GTA(RL) on SST-5): **held** (acc 1.30 vs 0.00; GTA - GTA(RL) +1.30 ± 0.70)" in doc
-    assert "Neither covers run-to-run spread, which no replication has measured yet." in doc
+    assert "Neither covers run-to-run spread. No replication (same seed, another machine) has been run, so the " \
+           "spread is not measured." in doc
     for ds in report.DATASETS:
         assert f"- GTA beats SFT and GRPO on {ds}: **not held**" in doc
         assert f"- The answer corrects wrong guesses on {ds}" in doc
@@ -70,7 +77,7 @@ def test_report_of_all_four_datasets_has_every_section(report, tmp_path, monkeyp
     assert "| bbc_news | sft | 0.00 | 0.00 | — | — | — | 6 of 6 |" in doc
     if iu.find_spec("matplotlib") is not None:
         assert sorted(p.name for p in (tmp_path / "docs" / "figures").iterdir()) == sorted(
-            f"{ds}.png" for ds in report.DATASETS)
+            f"{ds}{kind}.png" for ds in report.DATASETS for kind in ("", "-diagnostics"))
 
 
 def test_convergence_verdict_without_held_out_curve_uses_training_reward(report):
@@ -83,7 +90,7 @@ def test_replication_table_sets_a_rerun_beside_the_reported_runs(report, tmp_pat
     import copy
     import json
 
-    emotion = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
+    emotion = json.loads((ROOT / "benchmarks" / "results" / "before-fidelity" / "emotion.json").read_text())
     (tmp_path / "replication").mkdir()
     rerun = copy.deepcopy(emotion)
     rerun["machine"].update(cpu="Other CPU", cpu_id="family 25 model 1", bf16_native=False)
@@ -95,7 +102,7 @@ def test_replication_table_sets_a_rerun_beside_the_reported_runs(report, tmp_pat
     (tmp_path / "replication" / "emotion.json").write_text(json.dumps(rerun))
     lines = report.replications({"emotion": emotion})
     assert lines[0] == "## Replications: the same protocol run again"
-    assert any(line.startswith("emotion: reported runs on ") and "rerun on Other CPU (family 25 model 1, no native bf16: float32), 2 threads." in line
+    assert any(line.startswith("emotion: reported on ") and "rerun on Other CPU (family 25 model 1, no native bf16: float32), 2 threads." in line
                for line in lines)
     sft = emotion["runs"]["sft"]
     assert (f"| sft | 58.90 / {100 * sft['eval']['f1_weighted']:.2f} | 50.00 / {100 * sft['eval']['f1_weighted']:.2f} "
@@ -108,7 +115,7 @@ def test_replication_table_sets_a_rerun_beside_the_reported_runs(report, tmp_pat
     assert report.replications({}) == []  # a rerun of a dataset with no reported runs is not shown
     # the verdicts' note gives the largest move of an accuracy between a reported run and its rerun
     assert report.verdict_note({"emotion": emotion}).endswith(
-        f"a rerun moved emotion sft's accuracy by {100 * (0.589 - 0.5):.2f} points.")
+        f"moved emotion sft's accuracy by {100 * (0.589 - 0.5):.2f} points.")
 
 
 def _ev(acc, n, correct=None):
@@ -160,7 +167,7 @@ def test_runs_on_different_machines_are_named_and_not_summed(report):
     import copy
     import json
 
-    res = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
+    res = json.loads((ROOT / "benchmarks" / "results" / "before-fidelity" / "emotion.json").read_text())
     for run in res["runs"].values():  # as written before runs recorded their machine: the file's for all
         run.pop("machine", None)
     assert report.machines_text(res) == report.cpu(res["machine"]) + f", {res['machine']['threads']} threads"
@@ -180,7 +187,7 @@ def test_a_replaced_run_is_set_beside_its_rerun(report, tmp_path, monkeypatch):
     import copy
     import json
 
-    emotion = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
+    emotion = json.loads((ROOT / "benchmarks" / "results" / "before-fidelity" / "emotion.json").read_text())
     old = copy.deepcopy(emotion["runs"]["gta"])
     old.update(machine={"cpu": "Old CPU", "threads": 2}, code=None)
     old["eval"].update(accuracy=0.125, f1_weighted=0.25)
@@ -247,17 +254,80 @@ def test_reward_summary_gives_the_share_of_uninformative_groups(report):
                                                          for r in rows])
 
 
-def test_reruns_on_the_corrected_code_have_their_own_section(report, tmp_path, monkeypatch):
+def test_runs_before_the_fix_are_set_beside_the_corrected_ones(report):
     import json
 
-    emotion = json.loads((ROOT / "benchmarks" / "results" / "emotion.json").read_text())
-    (tmp_path / report.AFTER_FIX).mkdir()
-    rerun = {"machine": emotion["machine"], "runs": {"sft": dict(emotion["runs"]["sft"], code=["new1234"])}}
-    (tmp_path / report.AFTER_FIX / "emotion.json").write_text(json.dumps(rerun))
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
-    lines = report.replications({"emotion": emotion}, report.AFTER_FIX)
-    assert lines[0] == f"## Reruns on the corrected code (after `{report.FIDELITY_FIX}`)"
+    emotion = json.loads((ROOT / "benchmarks" / "results" / "before-fidelity" / "emotion.json").read_text())
+    fixed = {"machine": emotion["machine"], "runs": {"sft": dict(emotion["runs"]["sft"], code=["new1234"])}}
+    lines = report.fix_comparison({"emotion": fixed}, {"emotion": emotion, "sst5": dict(emotion, dataset="sst5")})
+    assert lines[0] == f"## The code before the fix beside the corrected code (`{report.FIDELITY_FIX}`)"
     assert any(line.startswith("| sft |") and "`new1234`" in line for line in lines)
-    assert lines[-2].endswith("| 1/5 runs so far |")
-    assert report.replications({"emotion": emotion}) == []  # no replication folder: that section stays empty
-    assert report.verdict_note({"emotion": emotion}).endswith("which no replication has measured yet.")
+    # every run of the code before the fix has a row, rerun or not
+    assert any(line.startswith("| gta | 58.00 / 51.70 | — |") for line in lines)
+    assert any(line.startswith("sst5: before the fix on ") and line.endswith("corrected code not run yet.") for line in lines)
+    assert [line for line in lines if line.startswith("| total |")][-1].endswith("| 1/5 runs so far |")
+    assert report.fix_comparison({"emotion": fixed}, {}) == []
+    assert report.verdict_note({"emotion": emotion}, ROOT / "nowhere").endswith(
+        "No replication (same seed, another machine) has been run, so the spread is not measured.")
+
+
+def _seeded(acc: dict) -> dict:
+    machine = {"cpu": "A", "threads": 2}
+    return {"machine": machine, "runs": {n: {"eval": {"accuracy": a, "f1_weighted": a, "n": 1000}, "machine": machine}
+                                         for n, a in acc.items()}}
+
+
+def test_seed_spread_decides_whether_a_gap_is_beyond_it(report, tmp_path, monkeypatch):
+    import json
+
+    seed0 = _seeded({"sft": 0.50, "gta": 0.60})
+    (tmp_path / "seed1").mkdir()
+    (tmp_path / "seed1" / "emotion.json").write_text(json.dumps(_seeded({"sft": 0.52, "gta": 0.57})))
+    (tmp_path / "seed1" / "sst5.json").write_text(json.dumps(_seeded({"sft": 0.1})))  # no seed-0 results: ignored
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    seeds = report.seed_results({"emotion": seed0})
+    assert list(seeds) == ["emotion"] and seeds["emotion"][0][0] == 1
+    lines = report.seed_spread({"emotion": seed0}, seeds)
+    assert lines[0] == "## Seed spread: the same protocol with another training seed"
+    assert any(line.startswith("| emotion | gta | 60.00 / 60.00 | seed 1: 57.00 / 57.00 | -3.00 ± ") for line in lines)
+    assert "- emotion: largest seed-to-seed move of one method's accuracy 3.00 points (sft +2.00, gta -3.00)." in lines
+    # gaps +10 and +5 on the two seeds, moves up to 3: beyond the spread
+    assert report.seed_verdict(seed0, seeds["emotion"]).endswith(
+        "+10.00, +5.00 points, seed-to-seed moves of SFT/GTA up to 3.00: **beyond the seed spread**")
+    close = _seeded({"sft": 0.50, "gta": 0.52})  # a 2-point gap with 3-point moves is within it
+    assert report.seed_verdict(close, seeds["emotion"]).endswith("**within the seed spread**")
+    assert report.seed_verdict(seed0, []) == "" and report.seed_spread({}, {}) == []
+
+
+def test_diagnostics_give_think_lengths_changed_answers_and_no_signal_groups(report):
+    metrics = [{"step": i + 1, "groups/informative": 0.5 if i < 16 else 1.0, "conflict/sft_dropped": float(i % 2),
+                "grad_norm/sft": 2.0, "grad_norm/rl": 1.0, "rl_share": 0.5 if i % 2 == 0 else 1.0} for i in range(32)]
+    gta = {"answers": {"n": 4, "think_tokens": [1, 2, 3, 10]}, "metrics": metrics,
+           "transitions": {"changed": {"n": 4, "answer != guess": 2, "of which right": 1}}}
+    old = {"answers": {"n": 4}, "metrics": metrics[:2]}  # predictions not kept, no groups logged: said so
+    rows = report.diagnostics({"d": {"runs": {"gta": gta, "grpo": old}}}, {"d": [(1, {"runs": {"gta": gta}})]})
+    line = next(r for r in rows if r.startswith("| d | gta | 0 |"))
+    assert line.startswith("| d | gta | 0 | 100.00% | 2.5 [1.3-7.9], max 10 | 50.00 | 50.00 | 50.0 / 0.0 / 25.0 | kept SFT (16")
+    assert any(r.startswith("| d | gta | 1 | 100.00% |") for r in rows)  # the other seed's run too
+    assert any(r.startswith("| d | grpo | 0 | not recorded") for r in rows)
+    assert report.changed_text(gta["transitions"]).endswith("differs from the guess on 2 of 4 (50.00%), 1 of them right (50.00%)")
+
+
+def test_readme_table_marks_the_datasets_not_rerun(report):
+    import json
+
+    emotion = json.loads((ROOT / "benchmarks" / "results" / "before-fidelity" / "emotion.json").read_text())
+    fixed = {"machine": emotion["machine"], "runs": {"sft": emotion["runs"]["sft"]}}
+    lr = {"subset": {"accuracy": 0.431}, "full": {"accuracy": 0.798}}
+    rows = report.readme_table({"emotion": fixed}, {"emotion": emotion, "bbc_news": emotion}, {"emotion": lr})
+    assert any(r.startswith("| Emotion | not run yet | 58.9 | not run yet | not run yet | — | 43.1 / 79.8 |") for r in rows)
+    assert any(r.startswith("| BBC News | 2.0 | 58.9 | 1.8 | 58.0 | — | — / — | code before the fix;") for r in rows)
+    assert any(r.startswith("| SST-5 | not run |") for r in rows)
+
+
+def test_readme_results_table_is_the_reports(report):
+    """README.md's table is what report.py writes from the committed results (it is not typed by hand)."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split(report.TABLE_START)[1].split(report.TABLE_END)[0].strip().splitlines()
+    results, before = report.load_results(report.RESULTS), report.load_results(report.RESULTS / report.BEFORE_FIX)
+    assert table == report.readme_table(results, before, report.tfidf_results())
