@@ -809,6 +809,9 @@ def plot_diagnostics(results: dict, seeds: dict) -> list[str]:
             if m:
                 axes[1].plot([x["step"] for x in m], _smooth([100 * (1 - x["groups/informative"]) for x in m]),
                              label=label)
+        if not axes[0].get_legend_handles_labels()[0]:
+            axes[0].text(0.5, 0.5, "not recorded for these runs\n(their predictions were not kept)", ha="center",
+                         transform=axes[0].transAxes)
         axes[0].set(title=f"{ds}: think-span length (test outputs)", xlabel="tokens", ylabel="outputs")
         axes[1].set(title=f"{ds}: uninformative groups (moving avg 8)", xlabel="step", ylabel="%")
         for ax in axes:
