@@ -327,7 +327,9 @@ def code_version() -> str | None:
     try:
         git = ["git", "-C", str(ROOT)]
         commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+        # results files are written by the runs themselves, so they do not make the code "changed"
+        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no", "--", ".",
+                                      ":(exclude)benchmarks/results"], capture_output=True,
                                text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -57,6 +57,13 @@ def test_code_version_names_the_commit_and_local_changes(paper, tmp_path, monkey
     head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     monkeypatch.setattr(paper, "ROOT", repo)
     assert paper.code_version() == head
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    (repo / "benchmarks" / "results" / "d.json").write_text("{}")
+    subprocess.run(git + ["add", "benchmarks"], check=True)
+    subprocess.run(git + ["commit", "-qm", "r"], check=True)
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (repo / "benchmarks" / "results" / "d.json").write_text('{"runs": {}}')  # what a run writes: not a code change
+    assert paper.code_version() == head
     (repo / "a.txt").write_text("2")
     assert paper.code_version() == head + "+changes"
     monkeypatch.setattr(paper, "ROOT", tmp_path / "not-a-repo")
