@@ -234,7 +234,7 @@ def main() -> None:
         out.append(f"| {ds} | " + " | ".join(cells) + f" | {pct(ev.get('guess_accuracy'))} | "
                    f"{pct(fast.get('accuracy'))} / {pct(fast.get('f1_weighted'))} | {lr_cells} | {paper} |")
         if "subset" in lr:
-            verdicts.append(tfidf_verdict(ds, res, lr))
+            verdicts.append(tfidf_verdict(ds, res, lr, seeds.get(ds, [])))
         (ga, gf), (sa, sf), (ra, rf) = acc_f1(res, "gta"), acc_f1(res, "sft"), acc_f1(res, "grpo")
         if None not in (ga, sa, ra):
             beats = (ga > sa and ga > ra, gf > sf and gf > rf)
@@ -320,8 +320,9 @@ def tfidf_results() -> dict:
     return json.loads(f.read_text())["datasets"] if f.is_file() else {}
 
 
-def tfidf_verdict(ds: str, res: dict, lr: dict) -> str:
-    """Which LLM methods lose to TF-IDF + LR trained on the same examples (and on the whole train split)."""
+def tfidf_verdict(ds: str, res: dict, lr: dict, others: list[tuple[int, dict]] = ()) -> str:
+    """Which LLM methods lose to TF-IDF + LR trained on the same examples (and on the whole train split); with
+    other seeds' runs, whether each method's gap to it at equal data exceeds that method's seed-to-seed move."""
     def below(key):
         return [n for n in ("sft", "grpo", "gta") if n in res["runs"] and acc_f1(res, n)[0] < lr[key]["accuracy"]]
 
@@ -332,7 +333,18 @@ def tfidf_verdict(ds: str, res: dict, lr: dict) -> str:
             f"{lr['subset']['n_train']} examples, {pct(lr['full']['accuracy']) if 'full' in lr else '—'} on all "
             f"{lr['full']['n_train'] if 'full' in lr else '—'}; {accs}; below it at equal data: "
             f"{', '.join(same) or 'none'}; below it trained on the whole split: {', '.join(full) or 'none'}; "
-            "no interval: TF-IDF's per-example outcomes are not recorded)")
+            f"no interval: TF-IDF's per-example outcomes are not recorded{seed_gaps(res, lr, others)})")
+
+
+def seed_gaps(res: dict, lr: dict, others: list[tuple[int, dict]]) -> str:
+    """Each method's accuracy minus TF-IDF + LR's at equal data, against that method's seed-to-seed move."""
+    moves = seed_moves(res, others)
+    parts = []
+    for n, v in moves.items():
+        gap = acc_f1(res, n)[0] - lr["subset"]["accuracy"]
+        parts.append(f"{n} {100 * gap:+.2f} ({'beyond' if abs(gap) > max(map(abs, v)) else 'within'} its seed "
+                     f"move {100 * max(map(abs, v)):.2f})")
+    return "; gap to it against the seed spread: " + ", ".join(parts) if parts else ""
 
 
 def answers_table(results: dict) -> list[str]:

@@ -244,6 +244,9 @@ def test_tfidf_baseline_columns_and_verdict(report, tmp_path, monkeypatch):
     assert "below it at equal data: sft, grpo;" in line and "below it trained on the whole split: sft, grpo, gta;" in line
     res["runs"]["sft"]["eval"]["accuracy"] = res["runs"]["grpo"]["eval"]["accuracy"] = 0.56
     assert "**held**" in report.tfidf_verdict("d", res, lr)
+    other = {"runs": {"sft": {"eval": {"accuracy": 0.50}}}}  # seed 1: SFT moves 6 points, its gap is 1
+    assert report.tfidf_verdict("d", res, lr, [(1, other)]).endswith(
+        "; gap to it against the seed spread: sft +1.00 (within its seed move 6.00))")
 
 
 def test_reward_summary_gives_the_share_of_uninformative_groups(report):
