@@ -712,6 +712,7 @@ def seed_spread(results: dict, seeds: dict) -> list[str]:
             out.append(f"- {ds}: largest seed-to-seed move of one method's accuracy "
                        f"{100 * max(abs(x) for v in moves.values() for x in v):.2f} points "
                        f"({', '.join(f'{n} {100 * v[0]:+.2f}' for n, v in moves.items())}).")
+        out += [f"- Timing of {ds} seed {seed}: {other['timing_note']}" for seed, other in others if other.get("timing_note")]
     return out + [""]
 
 

@@ -300,6 +300,8 @@ def test_seed_spread_decides_whether_a_gap_is_beyond_it(report, tmp_path, monkey
     close = _seeded({"sft": 0.50, "gta": 0.52})  # a 2-point gap with 3-point moves is within it
     assert report.seed_verdict(close, seeds["emotion"]).endswith("**within the seed spread**")
     assert report.seed_verdict(seed0, []) == "" and report.seed_spread({}, {}) == []
+    seeds["emotion"][0][1]["timing_note"] = "shared the CPU"
+    assert "- Timing of emotion seed 1: shared the CPU" in report.seed_spread({"emotion": seed0}, seeds)
 
 
 def test_diagnostics_give_think_lengths_changed_answers_and_no_signal_groups(report):
