@@ -98,9 +98,10 @@ def main() -> None:
     other_seed = args.seed != PROTOCOL["seed"]
     if other_seed:
         p.update(seed=args.seed, data_seed=PROTOCOL["seed"])
+    sub = f"seed{args.seed}" if other_seed else ""  # another seed's results and run folders live apart
     if args.results is None:
-        args.results = str(ROOT / "benchmarks" / "results" / (f"seed{args.seed}" if other_seed else ""))
-    runs = Path(args.runs) / (f"seed{args.seed}" if other_seed else "") / ds
+        args.results = str(ROOT / "benchmarks" / "results" / sub)
+    runs = Path(args.runs) / sub / ds
     runs.mkdir(parents=True, exist_ok=True)
     log = runs / "log.txt"
     out_file = Path(args.results) / f"{ds}.json"

@@ -147,12 +147,7 @@ def acc_f1(res, name):
 def plot(results: dict) -> list[str]:
     if not any("gta" in r["runs"] and "grpo" in r["runs"] for r in results.values()):
         return []
-    import matplotlib  # the `plots` / `bench` extra
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    FIGS.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
     made = []
     for ds, res in results.items():
         runs = res["runs"]
@@ -173,14 +168,30 @@ def plot(results: dict) -> list[str]:
         axes[2].plot([r["step"] for r in m], [r["conflict/cosine"] for r in m], label="cos(g_SFT, g_RL)")
         axes[2].axhline(0, color="gray", lw=0.5)
         axes[2].set(title=f"{ds}: gradient cosine (GTA)", xlabel="step")
-        for ax in axes:
-            ax.legend()
-        fig.tight_layout()
-        path = FIGS / f"{ds}.png"
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        made.append(path.name)
+        made.append(_save(plt, fig, axes, f"{ds}.png"))
     return made
+
+
+def _pyplot():
+    """matplotlib's pyplot without a display (the `plots` / `bench` extra), and the figures folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    FIGS.mkdir(parents=True, exist_ok=True)
+    return plt
+
+
+def _save(plt, fig, axes, name: str) -> str:
+    """Legends where an axis has labelled artists, then FIGS/name; returns name."""
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(FIGS / name, dpi=80)
+    plt.close(fig)
+    return name
 
 
 def _smooth(xs, k=8):
@@ -505,13 +516,13 @@ def side_by_side(ds: str, orig: dict, rep: dict, names: tuple[str, str], every_r
            f"| run | acc / F1 {a_name} | acc / F1 {b_name} | minutes {a_name} | minutes {b_name} | code {b_name} |",
            "|---|---|---|---|---|---|"]
     total = [0.0, 0.0]
+    cell = lambda r: f"{pct(r['eval']['accuracy'])} / {pct(r['eval']['f1_weighted'])}" if r else "—"
     for n in RUN_NAMES:
         a, b = orig["runs"].get(n), rep["runs"].get(n)
         if b is None and not (every_run and a):
             continue
         total[0] += minutes(a) if a else 0.0
         total[1] += minutes(b) if b else 0.0
-        cell = lambda r: f"{pct(r['eval']['accuracy'])} / {pct(r['eval']['f1_weighted'])}" if r else "—"
         out.append(f"| {n} | {cell(a)} | {cell(b)} | {f'{minutes(a):.0f}' if a else '—'} | "
                    f"{f'{minutes(b):.0f}' if b else '—'} | {', '.join(f'`{c}`' for c in (b or {}).get('code', [])) or '—'} |")
     expected = expected_runs(ds)
@@ -764,11 +775,9 @@ def diagnostics(results: dict, seeds: dict) -> list[str]:
                 a, m = r.get("answers") or {}, r["metrics"]
                 tokens = a.get("think_tokens")
                 if tokens is None:
-                    think = "not recorded (the run's predictions were not kept)" if name != "sft" else "—"
+                    think = ("not recorded (the run's predictions were not kept)" if name != "sft" else "—") + " | —"
                 else:
-                    think = f"{pct(len(tokens) / a['n'])}% | " + (_quantiles(tokens) if tokens else "—")
-                if " | " not in think:
-                    think += " | —"
+                    think = f"{pct(len(tokens) / a['n'])}% | {_quantiles(tokens) if tokens else '—'}"
                 c = (r.get("transitions") or {}).get("changed")
                 changed = (f"{pct(c['answer != guess'] / c['n'])} | "
                            f"{pct(c['of which right'] / c['answer != guess']) if c['answer != guess'] else '—'}"
@@ -802,12 +811,7 @@ def plot_diagnostics(results: dict, seeds: dict) -> list[str]:
             for ds in results}
     if not any(have.values()):
         return []
-    import matplotlib  # the `plots` / `bench` extra
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    FIGS.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
     made = []
     for ds, runs in have.items():
         if not runs:
@@ -827,15 +831,14 @@ def plot_diagnostics(results: dict, seeds: dict) -> list[str]:
                          transform=axes[0].transAxes)
         axes[0].set(title=f"{ds}: think-span length (test outputs)", xlabel="tokens", ylabel="outputs")
         axes[1].set(title=f"{ds}: uninformative groups (moving avg 8)", xlabel="step", ylabel="%")
-        for ax in axes:
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend()
-        fig.tight_layout()
-        path = FIGS / f"{ds}-diagnostics.png"
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        made.append(path.name)
+        made.append(_save(plt, fig, axes, f"{ds}-diagnostics.png"))
     return made
+
+
+def machine_short(res: dict) -> str:
+    """The one machine of a dataset's runs, or how many kinds there were (docs/results.md names them)."""
+    groups = machines(res)
+    return next(iter(groups)) if len(groups) == 1 else f"{len(groups)} kinds, see docs/results.md"
 
 
 def readme_table(results: dict, before: dict, tfidf: dict) -> list[str]:
@@ -848,14 +851,13 @@ def readme_table(results: dict, before: dict, tfidf: dict) -> list[str]:
         res = results.get(ds)
         lr = tfidf.get(ds, {})
         lr_cell = " / ".join(f"{100 * lr[k]['accuracy']:.1f}" if k in lr else "—" for k in ("subset", "full"))
-        short = lambda r: (lambda g: next(iter(g)) if len(g) == 1 else f"{len(g)} kinds, see docs/results.md")(machines(r))
         if res is None and ds in before:
-            res, where = before[ds], "code before the fix; " + short(before[ds])
+            res, where = before[ds], "code before the fix; " + machine_short(before[ds])
         elif res is None:
             out.append(f"| {names[ds]} | not run | | | | | {lr_cell} | |")
             continue
         else:
-            where = short(res)
+            where = machine_short(res)
         cells = [f"{100 * r['eval']['accuracy']:.1f}" if (r := res["runs"].get(n)) else
                  ("—" if n == "gta-rl" and ds != "sst5" else "not run yet")
                  for n in ("base-direct", "sft", "grpo", "gta", "gta-rl")]
