@@ -344,7 +344,15 @@ def tfidf_verdict(ds: str, res: dict, lr: dict, others: list[tuple[int, dict]] =
             f"{lr['subset']['n_train']} examples, {pct(lr['full']['accuracy']) if 'full' in lr else '—'} on all "
             f"{lr['full']['n_train'] if 'full' in lr else '—'}; {accs}; below it at equal data: "
             f"{', '.join(same) or 'none'}; below it trained on the whole split: {', '.join(full) or 'none'}; "
-            f"no interval: TF-IDF's per-example outcomes are not recorded{seed_gaps(res, lr, others)})")
+            f"{tfidf_intervals(res, lr['subset'])}{seed_gaps(res, lr, others)})")
+
+
+def tfidf_intervals(res: dict, lr: dict) -> str:
+    """Each LLM method's accuracy minus TF-IDF + LR's at equal data, with acc_diff's interval (paired where
+    tfidf.py recorded its per-example outcomes)."""
+    base = {"eval": {"accuracy": lr["accuracy"], "n": lr["n_test"]}, "answers": {"correct": lr.get("correct")}}
+    return "minus TF-IDF at equal data: " + ", ".join(
+        f"{n} {acc_diff(res['runs'][n], base)}" for n in ("sft", "grpo", "gta") if n in res["runs"])
 
 
 def seed_gaps(res: dict, lr: dict, others: list[tuple[int, dict]]) -> str:

@@ -6,8 +6,9 @@ For each dataset: word 1-2-gram TF-IDF features (scikit-learn's TfidfVectorizer)
 (LogisticRegression), scikit-learn's defaults otherwise, seeded; fitted once on the protocol's seeded stratified training
 subset (benchmarks/paper.py's train_limit, the examples every LLM method trains on) and once on the whole train
 split, both scored on the protocol's seeded stratified test subset (the subset `gta eval --test-limit` scores).
-No setting is tuned on the test data. Prints accuracy, weighted F1 and seconds; writes them as JSON
-(default benchmarks/results/tfidf.json), which benchmarks/report.py puts beside the LLM methods.
+No setting is tuned on the test data. Prints accuracy, weighted F1 and seconds; writes them, with each test
+example's outcome, as JSON (default benchmarks/results/tfidf.json), which benchmarks/report.py puts beside the LLM
+methods.
 """
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def fit_and_score(train: list[data.Example], test: list[data.Example], seed: int
     pred = list(model.predict([e.text for e in test]))
     return {"n_train": len(train), "n_test": len(test), "accuracy": accuracy_score(gold, pred),
             "f1_weighted": f1_score(gold, pred, average="weighted", zero_division=0),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0,
+            # per test example, in the test subset's order (paper.py's answer summaries use the same), so
+            # report.py can set an LLM run beside this baseline on the same examples (a paired interval)
+            "correct": "".join("1" if g == p else "0" for g, p in zip(gold, pred))}
 
 
 def main() -> None:

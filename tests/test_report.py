@@ -234,14 +234,23 @@ def test_tfidf_baseline_columns_and_verdict(report, tmp_path, monkeypatch):
 
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     assert report.tfidf_results() == {}  # tfidf.py not run: the columns show a dash
-    lr = {"subset": {"accuracy": 0.55, "f1_weighted": 0.5, "n_train": 512},
+    lr = {"subset": {"accuracy": 0.55, "f1_weighted": 0.5, "n_train": 512, "n_test": 100},
           "full": {"accuracy": 0.7, "f1_weighted": 0.7, "n_train": 8000}}
     (tmp_path / "tfidf.json").write_text(json.dumps({"datasets": {"d": lr}}))
     assert report.tfidf_results() == {"d": lr}
-    res = {"runs": {n: {"eval": {"accuracy": a, "f1_weighted": a}} for n, a in (("sft", 0.5), ("grpo", 0.2), ("gta", 0.6))}}
+    res = {"runs": {n: {"eval": {"accuracy": a, "f1_weighted": a, "n": 100}}
+                    for n, a in (("sft", 0.5), ("grpo", 0.2), ("gta", 0.6))}}
     line = report.tfidf_verdict("d", res, lr)
     assert line.startswith("- Every LLM method (SFT, GRPO, GTA) beats TF-IDF + LR on d at equal data: **not held** (TF-IDF + LR 55.00 on the same 512")
     assert "below it at equal data: sft, grpo;" in line and "below it trained on the whole split: sft, grpo, gta;" in line
+    # no per-example outcomes of TF-IDF here: two independent proportions of 100 examples each
+    assert ("minus TF-IDF at equal data: sft -5.00 ± 13.82 (within test noise), grpo -35.00 ± 12.51, "
+            "gta +5.00 ± 13.68 (within test noise))") in line
+    # with per-example outcomes on both sides the interval is paired: here SFT is right on 4 of TF-IDF's 45 misses
+    # and wrong on 5 of its 55 hits, so 9 of 100 examples differ: -1 ± 1.96 * sqrt((0.09 - 0.01**2) / 100)
+    lr_p = {**lr["subset"], "correct": "1" * 55 + "0" * 45}
+    sft = {"eval": {"accuracy": 0.54, "n": 100}, "answers": {"correct": "1" * 50 + "0" * 5 + "1" * 4 + "0" * 41}}
+    assert report.tfidf_intervals({"runs": {"sft": sft}}, lr_p) == "minus TF-IDF at equal data: sft -1.00 ± 5.88 paired (within test noise)"
     res["runs"]["sft"]["eval"]["accuracy"] = res["runs"]["grpo"]["eval"]["accuracy"] = 0.56
     assert "**held**" in report.tfidf_verdict("d", res, lr)
     other = {"runs": {"sft": {"eval": {"accuracy": 0.50}}}}  # seed 1: SFT moves 6 points, its gap is 1
