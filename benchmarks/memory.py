@@ -91,18 +91,12 @@ def main() -> None:
     for e in estimates:
         print(f"{e['gpus']:>10} " + " ".join(f"{e['gb'][g]:10.2f}" for g in GROUPS) + f" {e['total_gb']:10.2f}")
     if args.json:
-        from gta.models import bf16_supported
+        from paper import machine  # benchmarks/paper.py, beside this script: the CPU, bf16 and versions
 
         Path(args.json).write_text(json.dumps({
-            "cpu": _cpu(), "bf16": bf16_supported(torch.device("cpu")), "torch": torch.__version__,
+            "machine": machine(),
             "small_parameters": small, "measured": measured, "qwen2.5-3b_parameters": big,
             "bytes_per_parameter_2_processes": per_param, "estimates": estimates}, indent=1) + "\n")
-
-
-def _cpu() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()[:12]
-    info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    return f"{info.get('vendor_id')} family {info.get('cpu family')} model {info.get('model')} ({info.get('model name')})"
 
 
 if __name__ == "__main__":
