@@ -88,6 +88,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=None, choices=["sft", "grpo", "gta", "gta-rl"],
                     help="train only these methods in this invocation (default: every one the dataset's protocol "
                          "has), e.g. the most telling first when time is short; the others run on a later call")
+    ap.add_argument("--timing-note", default=None, metavar="TEXT",
+                    help="record what shared the CPU with this dataset's runs (report.py prints it beside their wall "
+                         "times, which it makes unfit for the time budget), then stop; '' removes the note")
     ap.add_argument("--backfill-only", action="store_true",
                     help="only recompute the answer summaries of finished runs from their predictions, then stop "
                          "(while a paper.py of the same dataset is running, its next save would undo it)")
@@ -120,6 +123,13 @@ def main() -> None:
         from gta.config import write_json_atomic
 
         write_json_atomic(out_file, results)
+
+    if args.timing_note is not None:
+        results.pop("timing_note", None)
+        results.update({"timing_note": args.timing_note} if args.timing_note else {})
+        save()
+        print(f"timing note {'written to' if args.timing_note else 'removed from'} {out_file}")
+        return
 
     for method in args.rerun:
         drop_run(results, runs, method, out_file.parent / "superseded")

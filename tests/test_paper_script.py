@@ -164,3 +164,24 @@ def test_rerun_drops_the_result_and_moves_the_run_aside(paper, tmp_path):
     moved = sorted(p.name for p in tmp_path.iterdir())
     assert len(moved) == 2 and all(".before-" in name for name in moved)  # nothing deleted
     paper.drop_run(results, tmp_path, "grpo")  # nothing to drop: no error
+
+
+def test_timing_note_is_recorded_and_removed_without_touching_the_runs(tmp_path):
+    """`paper.py --timing-note TEXT` records what shared the CPU beside a dataset's figures (report.py prints it
+    with their wall times), runs nothing and keeps every run; '' removes it."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paper.py"
+    out = tmp_path / "results" / "sst5.json"
+    out.parent.mkdir()
+    runs = {"sft": {"eval": {"accuracy": 0.5}}}
+    out.write_text(json.dumps({"dataset": "sst5", "runs": runs}))
+    cmd = [sys.executable, str(script), "--dataset", "sst5", "--results", str(out.parent), "--runs", str(tmp_path / "runs")]
+    subprocess.run(cmd + ["--timing-note", "a test suite shared the CPU"], check=True, capture_output=True)
+    res = json.loads(out.read_text())
+    assert res["timing_note"] == "a test suite shared the CPU" and res["runs"] == runs
+    assert not (tmp_path / "runs" / "sst5" / "log.txt").exists()  # nothing ran
+    subprocess.run(cmd + ["--timing-note", ""], check=True, capture_output=True)
+    res = json.loads(out.read_text())
+    assert "timing_note" not in res and res["runs"] == runs
