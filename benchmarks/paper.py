@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+# This checkout's code runs, in this script and in the gta commands it starts (gta_env), also where `pip install -e`
+# points at another checkout (a clone made for benchmarking): the code that runs is the code code_version() names.
+sys.path.insert(0, str(ROOT / "src"))
 
 # One protocol for every dataset and method (see docs/results.md for why each value).
 PROTOCOL = {
@@ -60,8 +64,14 @@ def run(cmd: list[str], log: Path) -> float:
     with log.open("a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, env=gta_env())
     return time.time() - t0
+
+
+def gta_env() -> dict[str, str]:
+    """The environment of the gta commands: this checkout's src/ first on the import path (see ROOT)."""
+    path = [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
 def gta(*args: str) -> list[str]:

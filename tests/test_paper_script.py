@@ -185,3 +185,16 @@ def test_timing_note_is_recorded_and_removed_without_touching_the_runs(tmp_path)
     subprocess.run(cmd + ["--timing-note", ""], check=True, capture_output=True)
     res = json.loads(out.read_text())
     assert "timing_note" not in res and res["runs"] == runs
+
+
+def test_gta_commands_run_this_checkouts_code(paper, tmp_path, monkeypatch):
+    """A clone made for benchmarking runs its own src/, not the checkout `pip install -e` points at, so the commit
+    code_version() records is the code that ran."""
+    fake = tmp_path / "clone" / "src" / "gta"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text("print('ran', __file__)")
+    monkeypatch.setattr(paper, "ROOT", tmp_path / "clone")
+    log = tmp_path / "log.txt"
+    paper.run(paper.gta("eval"), log)
+    assert f"ran {fake / '__main__.py'}" in log.read_text()
