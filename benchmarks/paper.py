@@ -120,6 +120,16 @@ def main() -> None:
     out_file = Path(args.results) / f"{ds}.json"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(out_file.read_text()) if out_file.is_file() else {}
+    if args.timing_note is not None:  # the note alone changes: no run starts, no other field is stamped
+        from gta.config import write_json_atomic
+
+        if args.timing_note:
+            results["timing_note"] = args.timing_note
+        else:
+            results.pop("timing_note", None)
+        write_json_atomic(out_file, results)
+        print(f"timing note {'written to' if args.timing_note else 'removed from'} {out_file}")
+        return
     results.update({"dataset": ds, "protocol": p})
     # the machine of the runs that do not name their own (results written before runs recorded it); each run
     # records the machine it ran on, since a rerun (--rerun, or a resume) may happen on another one
@@ -133,13 +143,6 @@ def main() -> None:
         from gta.config import write_json_atomic
 
         write_json_atomic(out_file, results)
-
-    if args.timing_note is not None:
-        results.pop("timing_note", None)
-        results.update({"timing_note": args.timing_note} if args.timing_note else {})
-        save()
-        print(f"timing note {'written to' if args.timing_note else 'removed from'} {out_file}")
-        return
 
     for method in args.rerun:
         drop_run(results, runs, method, out_file.parent / "superseded")
