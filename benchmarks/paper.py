@@ -120,14 +120,18 @@ def main() -> None:
     out_file = Path(args.results) / f"{ds}.json"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(out_file.read_text()) if out_file.is_file() else {}
-    if args.timing_note is not None:  # the note alone changes: no run starts, no other field is stamped
+
+    def save():
         from gta.config import write_json_atomic
 
+        write_json_atomic(out_file, results)
+
+    if args.timing_note is not None:  # the note alone changes: no run starts, no other field is stamped
         if args.timing_note:
             results["timing_note"] = args.timing_note
         else:
             results.pop("timing_note", None)
-        write_json_atomic(out_file, results)
+        save()
         print(f"timing note {'written to' if args.timing_note else 'removed from'} {out_file}")
         return
     results.update({"dataset": ds, "protocol": p})
@@ -138,11 +142,6 @@ def main() -> None:
     common = ["--dataset", ds, "--data-dir", args.data_dir, "--test-limit", str(p["test_limit"]),
               "--seed", str(p.get("data_seed", p["seed"])),
               "--batch-size", str(args.eval_batch_size)]
-
-    def save():
-        from gta.config import write_json_atomic
-
-        write_json_atomic(out_file, results)
 
     for method in args.rerun:
         drop_run(results, runs, method, out_file.parent / "superseded")
