@@ -114,9 +114,6 @@ def main() -> None:
     sub = f"seed{args.seed}" if other_seed else ""  # another seed's results and run folders live apart
     if args.results is None:
         args.results = str(ROOT / "benchmarks" / "results" / sub)
-    runs = Path(args.runs) / sub / ds
-    runs.mkdir(parents=True, exist_ok=True)
-    log = runs / "log.txt"
     out_file = Path(args.results) / f"{ds}.json"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(out_file.read_text()) if out_file.is_file() else {}
@@ -134,6 +131,9 @@ def main() -> None:
         save()
         print(f"timing note {'written to' if args.timing_note else 'removed from'} {out_file}")
         return
+    runs = Path(args.runs) / sub / ds
+    runs.mkdir(parents=True, exist_ok=True)
+    log = runs / "log.txt"
     results.update({"dataset": ds, "protocol": p})
     # the machine of the runs that do not name their own (results written before runs recorded it); each run
     # records the machine it ran on, since a rerun (--rerun, or a resume) may happen on another one

@@ -51,8 +51,10 @@ PAPER_TABLE3 = {"grpo": (58.60, 57.05), "gta-rl": (57.42, 56.52), "gta": (61.58,
 def protocol_text(p: dict, direct_max_new: int) -> str:
     """The protocol in words, from benchmarks/paper.py's PROTOCOL (the table below it lists every setting)."""
     steps = p["train_limit"] * p["epochs"] // p["batch_size"]
+    precision = ("bf16 autocast where the CPU has native bf16, float32 where it has not (the machines below say "
+                 "which)") if p["bf16"] else "float32"
     return f"""\
-- Model: {p["model"]}, full fine-tuning, {"bf16 autocast" if p["bf16"] else "float32"}, 2 CPU threads.
+- Model: {p["model"]}, full fine-tuning, {precision}, 2 CPU threads.
 - Training data: a seeded (seed {p["seed"]}) stratified subset of {p["train_limit"]} training examples, the same for
   SFT, GRPO, GTA and GTA(RL); {p["epochs"]} pass(es) over it ({steps} steps of {p["batch_size"]} prompts); AdamW, lr
   {p["learning_rate"]:g}, linear decay, the same for all.
