@@ -284,7 +284,8 @@ def main() -> None:
                             f"{acc_diff(t, d)})")
     out.append("")
     out += answers_table(results)
-    figs = plot(results) + plot_diagnostics(results, seeds)
+    reps = dict(replicated(results))
+    figs = plot(results) + plot_diagnostics(results, seeds, reps)
     out += ["## Fig. 5/6 analogues and gradient conflicts", ""]
     for ds, res in results.items():
         runs = res["runs"]
@@ -313,7 +314,7 @@ def main() -> None:
             for e in examples:
                 out.append(f"  - gold `{e['gold']}`, guess `{e['guess']}` -> answer `{e['answer']}`; think: "
                            f"\"{(e['think'] or '')[:300]}\"")
-    out += [""] + diagnostics(results, seeds)
+    out += [""] + diagnostics(results, seeds, reps)
     out += history(before)
     out += ["", "## Verdicts", "", verdict_note(before, RESULTS / BEFORE_FIX, seeds), ""] + (verdicts or ["No results yet."]) + [""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
@@ -771,13 +772,19 @@ def _quantiles(xs: list[int]) -> str:
     return f"{statistics.median(xs):g} [{q[0]:g}-{q[-1]:g}], max {max(xs)}"
 
 
-def diagnostics(results: dict, seeds: dict) -> list[str]:
+def run_sets(ds: str, res: dict, seeds: dict, reps: dict | None = None) -> list[tuple[int | str, dict]]:
+    """A dataset's sets of runs: (seed, results) of the reported seed-0 runs, of each other seed, and
+    ("0, rerun", results) of a replication of seed 0 (results/replication/, another machine or code version)."""
+    return [(0, res)] + seeds.get(ds, []) + ([("0, rerun", reps[ds])] if ds in (reps or {}) else [])
+
+
+def diagnostics(results: dict, seeds: dict, reps: dict | None = None) -> list[str]:
     """What each trained run did, beside its score: think-span lengths in tokens, answers that differ from the
     guess, groups with no RL signal over training, and (GTA) the two gradients' sizes on updates that kept and
-    that dropped the SFT gradient."""
+    that dropped the SFT gradient. reps: {dataset: results} of replications, whose runs get rows too."""
     rows = []
     for ds, res in results.items():
-        for seed, r0 in [(0, res)] + seeds.get(ds, []):
+        for seed, r0 in run_sets(ds, res, seeds, reps):
             for name in ("sft", "grpo", "gta", "gta-rl"):
                 r = r0["runs"].get(name)
                 if not r:
@@ -807,16 +814,17 @@ def diagnostics(results: dict, seeds: dict) -> list[str]:
             "and how many of those changed answers are right. Uninformative groups: the share of prompts whose G "
             "rewards were all equal (no advantage, so no RL signal), over the first 16 steps / the last 16 / all. "
             "Gradients (GTA): medians of ||g_SFT||, ||g_RL|| (before the conflict rule and clipping) and rl_share "
-            "= ||lambda2 g_RL|| / ||applied gradient||, on the updates that kept and that dropped g_SFT.", "",
+            "= ||lambda2 g_RL|| / ||applied gradient||, on the updates that kept and that dropped g_SFT. Seed \"0, "
+            "rerun\": a replication of the seed-0 runs (same seed, subsets and config; see Replications).", "",
             "| dataset | run | seed | think spans (% of outputs) | think tokens | answer != guess (%) | "
             "of those right (%) | uninformative groups (%) | gradients |",
             "|---|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
-def plot_diagnostics(results: dict, seeds: dict) -> list[str]:
-    """Per dataset: the think-span length distribution of each run, and the share of uninformative groups over
-    training."""
-    have = {ds: [(seed, n, r) for seed, res in [(0, results[ds])] + seeds.get(ds, [])
+def plot_diagnostics(results: dict, seeds: dict, reps: dict | None = None) -> list[str]:
+    """Per dataset: the think-span length distribution of each run (replications' too), and the share of
+    uninformative groups over training."""
+    have = {ds: [(seed, n, r) for seed, res in run_sets(ds, results[ds], seeds, reps)
                  for n, r in res["runs"].items() if n in ("grpo", "gta", "gta-rl")]
             for ds in results}
     if not any(have.values()):

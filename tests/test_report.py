@@ -319,11 +319,13 @@ def test_diagnostics_give_think_lengths_changed_answers_and_no_signal_groups(rep
     gta = {"answers": {"n": 4, "think_tokens": [1, 2, 3, 10]}, "metrics": metrics,
            "transitions": {"changed": {"n": 4, "answer != guess": 2, "of which right": 1}}}
     old = {"answers": {"n": 4}, "metrics": metrics[:2]}  # predictions not kept, no groups logged: said so
-    rows = report.diagnostics({"d": {"runs": {"gta": gta, "grpo": old}}}, {"d": [(1, {"runs": {"gta": gta}})]})
+    rows = report.diagnostics({"d": {"runs": {"gta": gta, "grpo": old}}}, {"d": [(1, {"runs": {"gta": gta}})]},
+                              {"d": {"runs": {"grpo": gta}}})
     line = next(r for r in rows if r.startswith("| d | gta | 0 |"))
     assert line.startswith("| d | gta | 0 | 100.00% | 2.5 [1.3-7.9], max 10 | 50.00 | 50.00 | 50.0 / 0.0 / 25.0 | kept SFT (16")
     assert any(r.startswith("| d | gta | 1 | 100.00% |") for r in rows)  # the other seed's run too
     assert any(r.startswith("| d | grpo | 0 | not recorded") for r in rows)
+    assert any(r.startswith("| d | grpo | 0, rerun | 100.00% | 2.5 [1.3-7.9]") for r in rows)  # a replication's run
     assert report.changed_text(gta["transitions"]).endswith("differs from the guess on 2 of 4 (50.00%), 1 of them right (50.00%)")
 
 
