@@ -792,7 +792,9 @@ def diagnostics(results: dict, seeds: dict, reps: dict | None = None) -> list[st
                 a, m = r.get("answers") or {}, r["metrics"]
                 tokens = a.get("think_tokens")
                 if tokens is None:
-                    think = ("not recorded (the run's predictions were not kept)" if name != "sft" else "—") + " | —"
+                    rerun = seed == 0 and name in (reps or {}).get(ds, {}).get("runs", {})
+                    think = (f"not recorded (the run's predictions were not kept{'; its rerun has them' * rerun})"
+                             if name != "sft" else "—") + " | —"
                 else:
                     think = f"{pct(len(tokens) / a['n'])}% | {_quantiles(tokens) if tokens else '—'}"
                 c = (r.get("transitions") or {}).get("changed")

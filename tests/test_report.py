@@ -324,7 +324,8 @@ def test_diagnostics_give_think_lengths_changed_answers_and_no_signal_groups(rep
     line = next(r for r in rows if r.startswith("| d | gta | 0 |"))
     assert line.startswith("| d | gta | 0 | 100.00% | 2.5 [1.3-7.9], max 10 | 50.00 | 50.00 | 50.0 / 0.0 / 25.0 | kept SFT (16")
     assert any(r.startswith("| d | gta | 1 | 100.00% |") for r in rows)  # the other seed's run too
-    assert any(r.startswith("| d | grpo | 0 | not recorded") for r in rows)
+    assert any(r.startswith("| d | grpo | 0 | not recorded (the run's predictions were not kept; its rerun has them)")
+               for r in rows)
     assert any(r.startswith("| d | grpo | 0, rerun | 100.00% | 2.5 [1.3-7.9]") for r in rows)  # a replication's run
     assert report.changed_text(gta["transitions"]).endswith("differs from the guess on 2 of 4 (50.00%), 1 of them right (50.00%)")
 
