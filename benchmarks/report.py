@@ -793,7 +793,7 @@ def diagnostics(results: dict, seeds: dict, reps: dict | None = None) -> list[st
                 tokens = a.get("think_tokens")
                 if tokens is None:
                     rerun = seed == 0 and name in (reps or {}).get(ds, {}).get("runs", {})
-                    think = (f"not recorded (the run's predictions were not kept{'; its rerun has them' * rerun})"
+                    think = (f"not recorded (the run's predictions were not kept{'; its rerun has them' if rerun else ''})"
                              if name != "sft" else "—") + " | —"
                 else:
                     think = f"{pct(len(tokens) / a['n'])}% | {_quantiles(tokens) if tokens else '—'}"
