@@ -25,8 +25,9 @@ from paper import DATA, PROTOCOL, ROOT, TRAIN_KEYS, code_version, machine  # ben
 from gta.config import TrainConfig
 from gta.trainer import Trainer
 
-KEYS = ("reward/format", "reward/accuracy", "guess/accuracy", "completion_length")
-BALANCE = ("grad_norm/sft", "grad_norm/rl", "rl_share", "conflict/sft_dropped", "groups/informative", "grad_norm")
+KEYS = ("reward/format", "reward/accuracy", "guess/accuracy", "groups/informative", "entropy",
+        "completions/placeholder_answer", "completions/placeholder_think", "completions/truncated", "completion_length")
+BALANCE = ("grad_norm/sft", "grad_norm/rl", "rl_share", "conflict/sft_dropped", "grad_norm")
 
 
 def main() -> None:

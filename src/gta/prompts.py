@@ -124,6 +124,19 @@ def parse(output: str, template: str) -> Parsed:
     return Parsed(last_span(output, "guess"), last_span(output, "think"), last_span(output, "answer"), exact)
 
 
+def placeholders(template: str) -> dict[str, str]:
+    """The words a copy of the template's format line would put in each span, e.g. {"think": "reasoning",
+    "answer": "label"}: what the metrics count as a copied placeholder (`completions/placeholder_*`)."""
+    p = parse(TEMPLATES[template][1], template)
+    spans = {"guess": p.guess, "think": p.think, "answer": p.answer}
+    return {k: v for k, v in spans.items() if v}
+
+
+def is_placeholder(span: str | None, placeholder: str | None) -> bool:
+    """The span is the format line's placeholder word (after the labels' case/whitespace normalisation)."""
+    return span is not None and placeholder is not None and normalize_label(span) == normalize_label(placeholder)
+
+
 def label_matches(predicted: str | None, gold: str) -> bool:
     return predicted is not None and normalize_label(predicted) == normalize_label(gold)
 

@@ -199,13 +199,17 @@ def length_chunks(lengths: torch.Tensor, rows_per_chunk: int) -> list[torch.Tens
 
 
 def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.Tensor, torch.Tensor, int]],
-                           bf16: bool = False, rows_per_chunk: int = 8, temperature: float = 1.0) -> list[torch.Tensor]:
+                           bf16: bool = False, rows_per_chunk: int = 8, temperature: float = 1.0,
+                           entropy: bool = False) -> list:
     """Log-probs of suffix tokens given their prompt, with the prompt computed once, under log_softmax(z / T):
     the distribution the rollouts sampled from (`temperature`, as TRL does), for the ratio and the KL alike.
 
     suffixes: [(ids (B*k, L), mask (B*k, L), k)], k rows per prompt (G completions, or 1 guess target), each
     row's valid tokens first (right padding). Returns [(B*k, L) float32 log-probs] (0 where mask is 0).
     Differentiable when grad is enabled: gradients reach the prompt computation through the shared cache.
+
+    entropy=True: each item is (log-probs, entropies), the second the entropy of softmax(z / T) at each suffix
+    position (B*k, L), 0 where mask is 0, without gradient (a metric).
 
     Rows are computed in chunks of similar length (`length_chunks`), each trimmed to its longest row:
     rollouts stop at very different lengths (a few rows run to the length limit, most stop early), and
@@ -218,7 +222,7 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
         for ids, smask, k in suffixes:
             N, L = ids.shape
             lengths = smask.sum(dim=1)
-            pieces, order = [], []
+            pieces, ents, order = [], [], []
             for rows in length_chunks(lengths, rows_per_chunk):
                 width = max(1, int(lengths[rows].max()))
                 p_idx = torch.div(rows, k, rounding_mode="floor")  # the prompt of each row
@@ -237,10 +241,13 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
                     logits = torch.cat([logits, rest], dim=1)  # (n, w, V)
                 logp = token_logprobs(logits, c_ids, temperature) * c_mask
                 pieces.append(torch.nn.functional.pad(logp, (0, L - width)))
+                if entropy:
+                    ents.append(torch.nn.functional.pad(token_entropy(logits, temperature) * c_mask, (0, L - width)))
                 order.append(rows)
             inverse = torch.empty(N, dtype=torch.long, device=device)
             inverse[torch.cat(order)] = torch.arange(N, device=device)
-            out_logps.append(torch.cat(pieces).index_select(0, inverse))
+            logps = torch.cat(pieces).index_select(0, inverse)
+            out_logps.append((logps, torch.cat(ents).index_select(0, inverse)) if entropy else logps)
     return out_logps
 
 
@@ -293,6 +300,14 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float =
     """log softmax(logits / T)[ids] in float32 without materialising the full log-softmax, (N, L)."""
     logits = logits.float() if temperature == 1 else logits.float() / temperature
     return logits.gather(-1, ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+@torch.no_grad()
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of softmax(logits / T) in float32 at each position, (N, L): a metric, no gradient."""
+    z = logits.float() / temperature
+    logp = torch.log_softmax(z, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
 
 
 def guess_span_mask(tokenizer, ids: list[int], n_valid: int) -> list[int]:

@@ -47,6 +47,7 @@ class Rollouts:
     rows: list[list[int]]  # o_i's valid tokens, B*G lists
     texts: list[str]  # o_i decoded, after the primed opening tag, B*G strings
     lengths: torch.Tensor  # |o_i| [B*G]
+    truncated: list[bool]  # o_i was cut at --max-completion-length before a stop token, B*G
 
 
 @dataclasses.dataclass
@@ -132,6 +133,17 @@ class StepPlan:
         samples what it would have, and so does a run split over any number of processes."""
         return [torch.Generator(device=self.device).manual_seed((self.seed * 1_000_003 + step) * 1_009 + k)
                 for k in positions]
+
+
+def completion_stats(texts: list[str], truncated: list[bool], template: str) -> dict[str, float]:
+    """completions/truncated: the share cut at --max-completion-length before a stop token; completions/placeholder_*:
+    the share whose guess, think or answer span is the format line's placeholder word (a copy of the prompt)."""
+    parsed = [prompts.parse(t, template) for t in texts]
+    out = {"completions/truncated": sum(truncated) / len(texts)}
+    for span, word in prompts.placeholders(template).items():
+        out[f"completions/placeholder_{span}"] = sum(prompts.is_placeholder(getattr(p, span), word)
+                                                     for p in parsed) / len(texts)
+    return out
 
 
 class Trainer:
@@ -244,11 +256,12 @@ class Trainer:
         logp = rollout.sequence_logprobs(self.model, encoded or self.encode(ids), targets, tmask, self.autocast)
         return losses.sft_loss(logp, tmask, normaliser)
 
-    def policy_logprobs(self, mb: MicroBatch) -> torch.Tensor:
-        """log pi_theta of o_i's tokens [b*G, T] under the current weights."""
-        logp, = rollout.shared_prefix_logprobs(self.model, mb.prompts, [(mb.ids, mb.cmask, self.cfg.num_generations)],
-                                               self.autocast, temperature=self.cfg.temperature)
-        return logp
+    def policy_logprobs(self, mb: MicroBatch, entropy: bool = False):
+        """log pi_theta of o_i's tokens [b*G, T] under the current weights (entropy=True: and the policy's entropy at
+        each of those tokens, no gradient)."""
+        out, = rollout.shared_prefix_logprobs(self.model, mb.prompts, [(mb.ids, mb.cmask, self.cfg.num_generations)],
+                                              self.autocast, temperature=self.cfg.temperature, entropy=entropy)
+        return out
 
     def memory(self, grads: list[torch.Tensor]) -> dict[str, float]:
         return held_memory(self.model, self.sampler, self.params, grads, self.optimizer, self.reference)
@@ -289,13 +302,16 @@ class Trainer:
             with torch.no_grad(), self.engine.swapped(self.params, self.reference):
                 for mb in micro:
                     mb.ref = self.policy_logprobs(mb)
-        means, guess_time = UpdateMeans(cfg.num_iterations), {"guess_s": 0.0}
+        means, guess_time, entropy_sum = UpdateMeans(cfg.num_iterations), {"guess_s": 0.0}, 0.0
         for it in range(cfg.num_iterations):  # 7. mu optimizer updates on this batch of rollouts
             kl = clipped = tokens = 0.0
             for mb in micro:  # g_RL, accumulated over micro-batches (and summed over processes)
-                logp = self.policy_logprobs(mb)
                 if it == 0:  # the behaviour policy: parameters before this batch's first update
+                    logp, ent = self.policy_logprobs(mb, entropy=True)
                     mb.old = logp.detach()
+                    entropy_sum += float((ent * mb.cmask).sum())
+                else:
+                    logp = self.policy_logprobs(mb)
                 l_rl, st = losses.grpo_loss(logp, mb.old, mb.ref, mb.adv, mb.rl_mask, mb.lengths, cfg.epsilon,
                                             cfg.beta, num_sequences=num_sequences)
                 self.engine.backward(l_rl)
@@ -319,6 +335,8 @@ class Trainer:
             means.add({"grad_norm": norm})
             if gta:  # the RL gradient's share of the update (0 where SFT alone is applied: no RL signal)
                 means.add({"rl_share": abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["rl_signal"] else 0.0})
+        # the mean entropy of pi_old over the sampled tokens: a collapse onto one output shows as it falling to ~0
+        m["entropy"] = entropy_sum / max(1.0, float(ro.lengths.sum()))
         held = g_rl + g_sft if gta else g_rl  # the gradients held at once
         m.update(means.sums, **(guess_time if gta else {}), _tokens=float(ro.lengths.sum()))
         return {**m, **self.memory(held)}
@@ -330,7 +348,9 @@ class Trainer:
                                       self.cfg.temperature, self.plan.generators(step, positions))
         rows = [c[: int(n.sum())] for c, n in zip(ids.tolist(), cmask)]  # valid tokens of each row
         texts = [prompts.prime(self.template) + self.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
-        return Rollouts(idx, ids, cmask, rows, texts, cmask.sum(dim=1).float())
+        stops, limit = set(self.stop_ids), self.cfg.max_completion_length
+        truncated = [len(r) >= limit and r[-1] not in stops for r in rows]
+        return Rollouts(idx, ids, cmask, rows, texts, cmask.sum(dim=1).float(), truncated)
 
     def rewards(self, ro: Rollouts, m: dict) -> torch.Tensor:
         """Format + accuracy of each completion, [B, G]; the means (and the guess's accuracy) go into `m`."""
@@ -341,6 +361,7 @@ class Trainer:
             m[f"reward/{key}"] = sum(p[key] for p in parts) / len(parts)
         if self.template == "gta":
             m["guess/accuracy"] = sum(p["guess"] for p in parts) / len(parts)
+        m.update(completion_stats(ro.texts, ro.truncated, self.template))
         return torch.tensor([p["total"] for p in parts], dtype=torch.float32).view(len(ro.prompt_ids), G)
 
     def micro_batches(self, ro: Rollouts, advantages: torch.Tensor, gta: bool) -> list[MicroBatch]:
