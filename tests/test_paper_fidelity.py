@@ -25,11 +25,11 @@ def cfg(tmp_path, model, data, **kw):
     return TrainConfig(**base)
 
 
-def constant_reward(text, gold, template):
+def constant_reward(text, gold, template, **kw):
     return {"total": 1.0, "format": 1.0, "accuracy": 0.0, "guess": 0.0}
 
 
-def varied_reward(text, gold, template):
+def varied_reward(text, gold, template, **kw):
     r = float(len(text) % 3)
     return {"total": r, "format": 0.0, "accuracy": 0.0, "guess": 0.0}
 
@@ -173,7 +173,8 @@ def test_sft_reduction_is_a_train_flag(capsys):
 # 4. ---------------------------------------------------------------- accuracy independent of format, evaluation too
 def test_evaluation_scores_the_last_answer_span_and_reports_the_exact_format_rate(tiny_path, tokenizer, monkeypatch):
     outs = iter(["x</think><answer>joy</answer> extra", "x</think><answer>anger</answer>", "no tags at all"])
-    monkeypatch.setattr(evaluate, "generate_texts", lambda model, tok, texts, *a, **k: [next(outs) for _ in texts])
+    monkeypatch.setattr(evaluate, "generate_outputs",
+                        lambda model, tok, texts, *a, **k: ([next(outs) for _ in texts], [False] * len(texts)))
     model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
     examples = [Example("a", "joy"), Example("b", "anger"), Example("c", "joy")]
     m, records = evaluate.evaluate_examples(model, tokenizer, examples, ["joy", "anger"], "think", 8, 160, False,
@@ -182,6 +183,24 @@ def test_evaluation_scores_the_last_answer_span_and_reports_the_exact_format_rat
     assert m["invalid_rate"] == pytest.approx(1 / 3)
     assert [r["correct"] for r in records] == [True, True, False]
     assert "exact format 33.3%" in evaluate.format_report(m)
+
+
+def test_evaluation_format_rule_placeholders_and_truncation(tiny_path, tokenizer, monkeypatch):
+    """gta eval's exact-format rate follows the format reward: a copied placeholder or an output cut at the length
+    limit is not in format; the summary gives the share of copied placeholders per span."""
+    outs = ["reasoning</think><answer>label</answer>", "reasoning</think><answer>joy</answer>",
+            "a b</think><answer>anger</answer>", "a b</think><answer>joy</answer>"]
+    monkeypatch.setattr(evaluate, "generate_outputs",
+                        lambda model, tok, texts, *a, **k: (outs[:len(texts)], [False, False, False, True]))
+    model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
+    examples = [Example("a", "joy"), Example("b", "joy"), Example("c", "anger"), Example("d", "joy")]
+    m, records = evaluate.evaluate_examples(model, tokenizer, examples, ["joy", "anger"], "think", 8, 160, False,
+                                            progress=False)
+    assert [r["exact_format"] for r in records] == [False, True, True, False]
+    assert m["exact_format_rate"] == 0.5 and m["truncated_rate"] == 0.25 and m["accuracy"] == 0.75
+    assert m["placeholder_rate"] == {"think": 0.5, "answer": 0.25}
+    assert records[0]["placeholder"] == ["answer", "think"]
+    assert "placeholder copied from the format line: think 50.0%   answer 25.0%" in evaluate.format_report(m)
 
 
 # 5. ---------------------------------------------------------------- stop on every end-of-turn id
@@ -211,7 +230,8 @@ def test_generation_stops_on_every_eos_id_of_the_generation_config(tiny_path, to
 
 # 6. ---------------------------------------------------------------- gold labels compared in canonical form
 def test_evaluation_canonicalises_the_gold_label(tiny_path, tokenizer, monkeypatch):
-    monkeypatch.setattr(evaluate, "generate_texts", lambda model, tok, texts, *a, **k: ["joy</answer>"] * len(texts))
+    monkeypatch.setattr(evaluate, "generate_outputs",
+                        lambda model, tok, texts, *a, **k: (["joy</answer>"] * len(texts), [False] * len(texts)))
     model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
     m, records = evaluate.evaluate_examples(model, tokenizer, [Example("a", "Joy"), Example("b", " JOY ")],
                                             ["joy", "anger"], "direct", 8, 160, False, progress=False)

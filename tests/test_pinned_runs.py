@@ -26,7 +26,7 @@ KEYS = ["loss/sft", "loss/rl", "reward/total", "kl", "clip_fraction", "grad_norm
         "conflict/cosine", "conflict/sft_dropped", "completion_length"]
 
 
-def varied_reward(text, gold, template):
+def varied_reward(text, gold, template, **kw):
     """Rewards that differ within a group (a random tiny model never writes the format): an RL signal."""
     r = float(len(text) % 3)
     return {"total": r, "format": 0.0, "accuracy": r / 2, "guess": 0.0}

@@ -3,6 +3,7 @@ import pytest
 from gta.prompts import build_prompt, label_matches, make_prompts, parse
 from gta.rewards import reward
 
+LABELS = ["sport", "tech", "business", "joy"]
 GOOD = "<guess>sport</guess><think>It is about a match.</think><answer>sport</answer>"
 
 
@@ -35,7 +36,7 @@ def test_malformed_output_exposes_its_last_spans_and_earns_accuracy_but_not_form
     out = "<guess>tech</guess> blah <guess>sport</guess> <answer>tech</answer> then <answer>sport</answer>"
     p = parse(out, "gta")
     assert not p.exact and p.guess == "sport" and p.answer == "sport"  # the last span of each
-    assert reward(out, "sport", "gta") == {"total": 1.0, "format": 0.0, "accuracy": 1.0, "guess": 1.0}
+    assert reward(out, "sport", "gta", LABELS) == {"total": 1.0, "format": 0.0, "accuracy": 1.0, "guess": 1.0}
     assert parse("<answer>sport", "direct").answer is None  # unclosed: no span
 
 
@@ -47,16 +48,16 @@ def test_label_match_ignores_case_and_whitespace_only():
 
 
 def test_rewards_parts_and_total():
-    assert reward(GOOD, "sport", "gta") == {"total": 2.0, "format": 1.0, "accuracy": 1.0, "guess": 1.0}
+    assert reward(GOOD, "sport", "gta", LABELS) == {"total": 2.0, "format": 1.0, "accuracy": 1.0, "guess": 1.0}
     wrong = GOOD.replace("<answer>sport", "<answer>tech")
-    assert reward(wrong, "sport", "gta") == {"total": 1.0, "format": 1.0, "accuracy": 0.0, "guess": 1.0}
-    assert reward("<think>x</think><answer>SPORT</answer>", "sport", "think") == {
+    assert reward(wrong, "sport", "gta", LABELS) == {"total": 1.0, "format": 1.0, "accuracy": 0.0, "guess": 1.0}
+    assert reward("<think>x</think><answer>SPORT</answer>", "sport", "think", LABELS) == {
         "total": 2.0, "format": 1.0, "accuracy": 1.0}
-    assert reward("<answer>sport</answer> extra", "sport", "direct") == {"total": 1.0, "format": 0.0, "accuracy": 1.0}
+    assert reward("<answer>sport</answer> extra", "sport", "direct", LABELS) == {"total": 1.0, "format": 0.0, "accuracy": 1.0}
     # eqs. 2-4: format and accuracy are independent; the worked example of the audit
-    assert reward("<think>x</think><answer>joy</answer> extra", "joy", "think") == {
+    assert reward("<think>x</think><answer>joy</answer> extra", "joy", "think", LABELS) == {
         "total": 1.0, "format": 0.0, "accuracy": 1.0}
-    assert reward("<think>x</think>joy", "joy", "think")["accuracy"] == 0.0  # no answer span
+    assert reward("<think>x</think>joy", "joy", "think", LABELS)["accuracy"] == 0.0  # no answer span
 
 
 def test_prompt_lists_labels_ends_with_primed_tag_and_truncates(tokenizer):
@@ -69,3 +70,39 @@ def test_prompt_lists_labels_ends_with_primed_tag_and_truncates(tokenizer):
     prompts, truncated = make_prompts(tokenizer, ["short text", long_text], labels, "gta", max_prompt_length=200)
     assert truncated == 1
     assert len(tokenizer(prompts[1], add_special_tokens=False)["input_ids"]) <= 202  # re-tokenising may merge
+
+
+# ---------------------------------------------------------------- the format rule: a copied placeholder earns nothing
+@pytest.mark.parametrize("template", ["gta", "think", "direct"])
+def test_a_copy_of_the_format_line_is_not_in_format(template):
+    """The verbatim copy of the prompt's format line (`<answer>label</answer>`) earned R_format = 1 before the label
+    spans had to hold a label: GRPO then answered `label` on 944-1000 of 1000 test examples."""
+    from gta.prompts import TEMPLATES, placeholders
+
+    copy = TEMPLATES[template][1]
+    assert parse(copy, template).exact  # the structure alone is right
+    assert not parse(copy, template, LABELS).exact
+    assert reward(copy, "sport", template, LABELS) == {"total": 0.0, "format": 0.0, "accuracy": 0.0,
+                                                       **({"guess": 0.0} if template == "gta" else {})}
+    assert placeholders(template)["answer"] == "label"
+
+
+def test_each_label_span_must_hold_a_label_the_think_span_need_not():
+    assert reward("<guess>sport</guess><think>label</think><answer>Sport </answer>", "sport", "gta", LABELS)["format"] == 1
+    bad_guess = "<guess>football</guess><think>x</think><answer>sport</answer>"
+    assert reward(bad_guess, "sport", "gta", LABELS) == {"total": 1.0, "format": 0.0, "accuracy": 1.0, "guess": 0.0}
+    assert reward("<think>x</think><answer>label</answer>", "sport", "think", LABELS + ["label"])["format"] == 1.0
+
+
+def test_a_completion_cut_at_the_length_limit_is_not_in_format():
+    assert reward(GOOD, "sport", "gta", LABELS, truncated=True) == {"total": 1.0, "format": 0.0, "accuracy": 1.0,
+                                                                     "guess": 1.0}
+
+
+def test_placeholder_detection_uses_the_format_lines_words():
+    from gta.prompts import is_placeholder, placeholders
+
+    words = placeholders("gta")
+    assert words == {"guess": "label", "think": "reasoning", "answer": "label"}
+    assert is_placeholder(" Label ", words["answer"]) and not is_placeholder("labels", words["answer"])
+    assert not is_placeholder(None, "label")

@@ -19,7 +19,7 @@ def cfg(tmp_path, tiny_path, mech_data, **kw):
     return TrainConfig(**base)
 
 
-def varied_reward(text, gold, template):
+def varied_reward(text, gold, template, **kw):
     """A reward that varies within groups even for a random model, so the RL path produces gradients."""
     r = float(len(text) % 3)
     return {"total": r, "format": 0.0, "accuracy": 0.0, "guess": 0.0}

@@ -23,9 +23,11 @@ def canonical_label(pred: str | None, labels: list[str]) -> str:
 
 
 @torch.no_grad()
-def generate_texts(model, tokenizer, prompt_texts: list[str], max_new_tokens: int, bf16: bool,
-                   batch_size: int = 8, progress: bool = True, desc: str = "generating") -> list[str]:
-    """Greedy completions (without the primed tag), batched by prompt length to limit padding."""
+def generate_outputs(model, tokenizer, prompt_texts: list[str], max_new_tokens: int, bf16: bool,
+                     batch_size: int = 8, progress: bool = True,
+                     desc: str = "generating") -> tuple[list[str], list[bool]]:
+    """Greedy completions (without the primed tag), batched by prompt length to limit padding, and whether each
+    was cut at `max_new_tokens` before a stop token (such an output is not in format)."""
     from .models import stop_token_ids
 
     device = next(model.parameters()).device
@@ -33,14 +35,22 @@ def generate_texts(model, tokenizer, prompt_texts: list[str], max_new_tokens: in
     stop = stop_token_ids(tokenizer, model)
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
     out: list[str] = [""] * len(prompt_texts)
+    cut = [False] * len(prompt_texts)
     for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, dynamic_ncols=True):
         chunk = order[s:s + batch_size]
         batch = rollout.encode_prompts(tokenizer, [prompt_texts[i] for i in chunk], device)
         ids, mask = rollout.generate(model, batch, 1, max_new_tokens, stop, tokenizer.pad_token_id,
                                      temperature=0.0, bf16=bf16)
         for i, row, m in zip(chunk, ids.tolist(), mask):
-            out[i] = tokenizer.decode(row[: int(m.sum())], skip_special_tokens=True)
-    return out
+            valid = row[: int(m.sum())]
+            out[i] = tokenizer.decode(valid, skip_special_tokens=True)
+            cut[i] = len(valid) >= max_new_tokens and valid[-1] not in stop
+    return out, cut
+
+
+def generate_texts(*args, **kwargs) -> list[str]:
+    """The greedy completions of `generate_outputs`, without the truncation flags."""
+    return generate_outputs(*args, **kwargs)[0]
 
 
 FAST_CLOSING = {"gta": "</guess>", "direct": "</answer>"}  # templates whose first span is a label
@@ -85,7 +95,8 @@ def constrained_answers(model, tokenizer, prompt_texts: list[str], outputs: list
     for i, (prompt, out) in enumerate(zip(prompt_texts, outputs)):
         cut = out.find(ANSWER_TAG)
         head = out[:cut + len(ANSWER_TAG)]
-        if cut >= 0 and prompts.parse(prompts.prime(template) + head + labels[0] + "</answer>", template).exact:
+        # in format up to the tag: the rest completed by a label (the guess, if any, must be a label too)
+        if cut >= 0 and prompts.parse(prompts.prime(template) + head + labels[0] + "</answer>", template, labels).exact:
             keep.append(i)
             texts.append(prompt + head)
     picked = score_labels(model, tokenizer, texts, labels, "</answer>", bf16, batch_size, progress) if texts else []
@@ -108,16 +119,19 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
     texts, truncated = prompts.make_prompts(tokenizer, [ex.text for ex in examples], labels, template,
                                             max_prompt_length)
     t0 = time.perf_counter()
-    outputs = generate_texts(model, tokenizer, texts, max_new_tokens, bf16, batch_size, progress, "evaluating")
+    outputs, cut = generate_outputs(model, tokenizer, texts, max_new_tokens, bf16, batch_size, progress, "evaluating")
     seconds = time.perf_counter() - t0
     records, gold, answer, guess = [], [], [], []
-    for ex, out in zip(examples, outputs):
+    marks = prompts.placeholders(template)
+    for ex, out, truncated in zip(examples, outputs, cut):
         # Scored as the accuracy reward scores it: by the last <answer> span (INVALID without one, or if it names
-        # no label), whatever the rest of the output; the exact-format rate is reported beside it.
-        p = prompts.parse(prompts.prime(template) + out, template)
+        # no label), whatever the rest of the output; the exact-format rate (the format reward's rule) beside it.
+        p = prompts.parse(prompts.prime(template) + out, template, labels)
         ans, g = canonical_label(p.answer, labels), canonical_label(ex.label, labels)  # the train set's spelling
         records.append({"text": ex.text, "gold": g, "guess": p.guess, "think": p.think, "answer": p.answer,
-                        "exact_format": p.exact, "correct": ans == g, "output": out})
+                        "exact_format": p.exact and not truncated, "truncated": truncated, "correct": ans == g,
+                        "placeholder": sorted(k for k, w in marks.items() if prompts.is_placeholder(getattr(p, k), w)),
+                        "output": out})
         gold.append(g)
         answer.append(ans)
         guess.append(canonical_label(p.guess, labels))
@@ -129,6 +143,9 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
         "exact_format_rate": exact,
         "invalid_format_rate": 1 - exact if records else 0.0,
         "invalid_rate": answer.count(INVALID) / max(1, len(answer)),  # no <answer> span naming a label
+        "truncated_rate": sum(cut) / max(1, len(cut)),  # cut at max_new_tokens before a stop token
+        # outputs whose span is the format line's placeholder word (a copy of the prompt), per span
+        "placeholder_rate": {k: sum(k in r["placeholder"] for r in records) / max(1, len(records)) for k in marks},
         "truncated_texts": truncated,
         "examples_per_s": len(examples) / seconds if seconds > 0 else None,
         "per_class": classification_report(gold, answer, labels=labels, output_dict=True, zero_division=0),
@@ -170,6 +187,10 @@ def format_report(metrics: dict) -> str:
     lines = [f"accuracy {metrics['accuracy']:.4f}   weighted F1 {metrics['f1_weighted']:.4f}   "
              f"exact format {exact:.1%}{invalid}   n={metrics['n']}   "
              f"{metrics['examples_per_s']:.2f} examples/s (full output: {spans})"]
+    if metrics.get("placeholder_rate") is not None:  # runs evaluated before these figures existed have none
+        copied = "   ".join(f"{k} {v:.1%}" for k, v in metrics["placeholder_rate"].items())
+        lines.append(f"placeholder copied from the format line: {copied}   cut at max new tokens "
+                     f"{metrics.get('truncated_rate', 0):.1%}")
     if "fast" in metrics:
         f = metrics["fast"]
         lines.append(f"fast     {f['accuracy']:.4f}   weighted F1 {f['f1_weighted']:.4f}   "

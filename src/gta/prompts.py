@@ -103,15 +103,21 @@ class Parsed:
     guess: str | None  # the label of the guess span: the last <guess>...</guess> (gta templates)
     think: str | None
     answer: str | None  # the label of the answer: the last <answer>...</answer>, whatever the rest of the output
-    exact: bool  # the whole output is exactly the template's tag structure, nothing before or after
+    exact: bool  # in format: the template's tag structure and, given the labels, a label in each label span
 
 
-def parse(output: str, template: str) -> Parsed:
+LABEL_SPANS = ("guess", "answer")  # the spans that must hold a label for the output to be in format
+
+
+def parse(output: str, template: str, labels: list[str] | None = None) -> Parsed:
     """Parse a completion *including* its primed first tag. Never raises.
 
-    Exact format (the format reward, eq. 2): the tags appear once each, in order, nothing but whitespace outside
-    them, no tag inside a span, and the guess/answer spans are non-empty. The spans are read whatever the format
-    (the accuracy reward, eq. 3, is independent of it): each is the text inside the last pair of its tags.
+    In format (the format reward, eq. 2): the tags appear once each, in order, nothing but whitespace outside them,
+    no tag inside a span, and each label span (guess, answer) holds one of `labels` (after the case/whitespace
+    normalisation of the accuracy reward). A copy of the prompt's format line (`<answer>label</answer>`) is then
+    not in format. Without `labels` only the structure is checked, with non-empty label spans (for reading a
+    format line itself; every score passes the labels). The spans are read whatever the format (the accuracy
+    reward, eq. 3, is independent of it): each is the text inside the last pair of its tags.
     """
     if not isinstance(output, str):
         return Parsed(None, None, None, False)
@@ -120,7 +126,9 @@ def parse(output: str, template: str) -> Parsed:
     if m is not None:
         names = {"gta": ("guess", "think", "answer"), "think": ("think", "answer"), "direct": ("answer",)}[template]
         got = dict(zip(names, (g.strip() for g in m.groups())))
-        exact = all(_TAG.search(g) is None for g in m.groups()) and all(got[k] for k in names if k != "think")
+        known = {normalize_label(label) for label in labels} if labels is not None else None
+        exact = all(_TAG.search(g) is None for g in m.groups()) and all(
+            got[k] and (known is None or normalize_label(got[k]) in known) for k in names if k in LABEL_SPANS)
     return Parsed(last_span(output, "guess"), last_span(output, "think"), last_span(output, "answer"), exact)
 
 

@@ -148,9 +148,10 @@ def completion_stats(texts: list[str], truncated: list[bool], template: str) -> 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True,
-                 reward_fn: Callable[[str, str, str], dict[str, float]] = reward):
+                 reward_fn: Callable[..., dict[str, float]] = reward):
         self.cfg, self.progress = cfg, progress
-        self.reward_fn = reward_fn  # (completion, gold, template) -> {"total", "format", "accuracy"[, "guess"]}
+        # (completion, gold, template, labels=, truncated=) -> {"total", "format", "accuracy"[, "guess"]}
+        self.reward_fn = reward_fn
         self.run_dir = Path(cfg.output)
         self.device = pick_device(cfg.device)
         # Several processes (torchrun, accelerate launch, mpirun): FSDP2, each process an equal share of a step's
@@ -356,7 +357,8 @@ class Trainer:
         """Format + accuracy of each completion, [B, G]; the means (and the guess's accuracy) go into `m`."""
         G = self.cfg.num_generations
         golds = [self.train_examples[i].label for i in ro.prompt_ids for _ in range(G)]
-        parts = [self.reward_fn(t, g, self.template) for t, g in zip(ro.texts, golds)]
+        parts = [self.reward_fn(t, g, self.template, labels=self.labels, truncated=cut)
+                 for t, g, cut in zip(ro.texts, golds, ro.truncated)]
         for key in ("total", "format", "accuracy"):
             m[f"reward/{key}"] = sum(p[key] for p in parts) / len(parts)
         if self.template == "gta":
