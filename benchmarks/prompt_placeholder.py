@@ -1,52 +1,92 @@
-"""Does the base model's zero-shot think output depend on the placeholder in the format line?
+"""Which format line should the prompt show? Zero-shot exact-format rate of the base model, under the format rule.
 
-    python benchmarks/prompt_placeholder.py [--dataset emotion] [--limit 64]
+    python benchmarks/prompt_placeholder.py [--datasets emotion sst5] [--limit 64] [--templates think gta]
+        [--json PATH]
 
-SmolLM2-135M answers the literal word `label` in most exactly-formatted think outputs (it copies
-`<answer>label</answer>` from the prompt). This evaluates the think prompt with other placeholders on a
-seeded stratified subset of the validation split (greedy, 96 new tokens, bf16) and prints accuracy,
-invalid-format rate and the most common answers of each, to see whether another placeholder would give
-GRPO a better start. The prompt used by every method stays the one in src/gta/prompts.py.
+The prompt says "Reply exactly in this format: <think>reasoning</think><answer>label</answer>", and SmolLM2-135M
+copies it: before the format reward required a label in each label span, the verbatim copy earned it, and GRPO
+learned to answer the literal word `label`. This evaluates the base model zero-shot with other format lines (no
+copyable words: dots, the label list in place of `label`, the format described in words) on a seeded stratified
+subset of each validation split (greedy, 96 new tokens, bf16 where the CPU has it), scored as `gta eval` scores
+(in format = the tag structure, a label in each label span, a stop token), and prints per variant: the exact-format
+rate, accuracy, the share of copied placeholders and the most common answers. The prompt of src/gta/prompts.py is
+changed only if a variant has a higher exact-format rate on every dataset and template measured.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 from pathlib import Path
+
+from paper import DATA, code_version, machine  # benchmarks/paper.py, beside this script
 
 from gta import data, evaluate, models, prompts
 
+# variant -> template -> the line after the instructions; {labels} is the label list, "a | b | c"
 VARIANTS = {
-    "label": "<think>reasoning</think><answer>label</answer>",  # the one in src/gta/prompts.py
-    "dots": "<think>...</think><answer>...</answer>",
-    "one-of": "<think>your reasoning</think><answer>one label from the list</answer>",
-    "caps": "<think>REASONING</think><answer>LABEL</answer>",
+    "label (today)": {t: f"Reply exactly in this format: {prompts.TEMPLATES[t][1]}" for t in ("think", "gta")},
+    "dots": {"think": "Reply exactly in this format: <think>...</think><answer>...</answer>",
+             "gta": "Reply exactly in this format: <guess>...</guess><think>...</think><answer>...</answer>"},
+    "label list": {
+        "think": "Reply exactly in this format: <think>reasoning</think><answer>{labels}</answer>",
+        "gta": "Reply exactly in this format: <guess>{labels}</guess><think>reasoning</think><answer>{labels}</answer>"},
+    "in words": {
+        "think": "Write your reasoning between <think> and </think>, then exactly one of the labels between <answer> "
+                 "and </answer>.",
+        "gta": "Write exactly one of the labels between <guess> and </guess>, then your reasoning between <think> and "
+               "</think>, then exactly one of the labels between <answer> and </answer>."},
 }
+
+
+def message(line: str):
+    def user_message(text: str, labels: list[str], template: str) -> str:
+        instructions = prompts.TEMPLATES[template][0]
+        return (f"Classify the text into one of these labels: {', '.join(labels)}.\n{instructions}\n"
+                f"{line.replace('{labels}', ' | '.join(labels))}\n\nText: {text}")
+    return user_message
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="emotion")
-    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--datasets", nargs="+", default=["emotion", "sst5"])
+    ap.add_argument("--templates", nargs="+", default=["think", "gta"], choices=["think", "gta"])
+    ap.add_argument("--data-dir", default=str(DATA))
     ap.add_argument("--limit", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
     name = models.resolve("smollm2-135m")
     tok, model = models.load_tokenizer(name), models.load_model(name)
-    splits = data.load_splits(args.dataset, args.data_dir)
-    labels = data.label_set(splits["train"])
-    examples = data.stratified_subset(splits["validation"], args.limit, args.seed)
-    instructions, _, primed = prompts.TEMPLATES["think"]
+    bf16 = models.bf16_supported(model.device)
+    results, original = [], prompts.user_message
     try:
-        for key, fmt in VARIANTS.items():
-            prompts.TEMPLATES["think"] = (instructions, fmt, primed)
-            m, records = evaluate.evaluate_examples(model, tok, examples, labels, "think", 96, 256, True, 16, False)
-            answers = collections.Counter((r["answer"] or "<none>")[:20] for r in records).most_common(4)
-            print(f"{key:7s} accuracy {m['accuracy']:.3f} invalid {m['invalid_format_rate']:.3f} "
-                  f"answers {answers}", flush=True)
+        for ds in args.datasets:
+            splits = data.load_splits(ds, args.data_dir)
+            labels = data.label_set(splits["train"])
+            examples = data.stratified_subset(splits["validation"], args.limit, args.seed)
+            for template in args.templates:
+                for variant, lines in VARIANTS.items():
+                    prompts.user_message = message(lines[template])
+                    m, records = evaluate.evaluate_examples(model, tok, examples, labels, template, 96, 256, bf16, 16,
+                                                            False)
+                    answers = collections.Counter((r["answer"] or "<none>")[:16] for r in records).most_common(3)
+                    row = {"dataset": ds, "template": template, "variant": variant, "n": len(examples),
+                           "exact_format_rate": m["exact_format_rate"], "accuracy": m["accuracy"],
+                           "placeholder_rate": m["placeholder_rate"], "truncated_rate": m["truncated_rate"],
+                           "top_answers": answers}
+                    results.append(row)
+                    copied = " ".join(f"{k} {v:.2f}" for k, v in m["placeholder_rate"].items())
+                    print(f"{ds:8s} {template:5s} {variant:14s} exact format {m['exact_format_rate']:.3f}  accuracy "
+                          f"{m['accuracy']:.3f}  copied 'label'/'reasoning': {copied}  answers {answers}", flush=True)
     finally:
-        prompts.TEMPLATES["think"] = (instructions, VARIANTS["label"], primed)
-    print(f"{args.dataset}, {len(examples)} validation examples (seed {args.seed}), SmolLM2-135M, greedy, bf16")
+        prompts.user_message = original
+    where = machine()
+    print(f"{args.limit} validation examples per dataset (stratified, seed {args.seed}), SmolLM2-135M, greedy, "
+          f"{'bf16' if bf16 else 'float32'}; {where['cpu_id']}; code {code_version()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": where, "code": code_version(), "seed": args.seed,
+                                               "limit": args.limit, "bf16": bf16, "results": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

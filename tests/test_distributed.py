@@ -121,3 +121,16 @@ def test_rank_and_world_from_each_launcher():
     assert _world({"ACCELERATE_USE_CPU": "True"}) == (0, 1, 0)  # accelerate launch --cpu, one process
     with pytest.raises(ConfigError, match="single process"):
         _world({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1"})
+
+
+def test_one_process_with_only_one_token_rollouts_does_not_hang_the_others(tmp_path, tiny_path, mech_data):
+    """Process 0's completions all stop at their first token, process 1's do not: every process must still issue the
+    same FSDP2 collectives (before the fix process 0 skipped its suffix forward and the step hung)."""
+    worker = os.path.join(os.path.dirname(__file__), "scripted_rollouts_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker, tiny_path,
+           str(mech_data), str(tmp_path / "run")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert row["step"] == 1 and row["completion_length"] > 1  # the mean over both processes' rows

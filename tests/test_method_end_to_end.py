@@ -29,7 +29,7 @@ def script(monkeypatch, tokenizer, completions: list[tuple[str, bool]]):
     def fake_generate(model, batch, num_samples, *args, **kw):
         assert num_samples == len(rows)
         B = batch.input_ids.shape[0]
-        return ids.repeat(B, 1), mask.repeat(B, 1)
+        return ids.repeat(B, 1), mask.repeat(B, 1), torch.zeros(ids.shape).repeat(B, 1)
 
     monkeypatch.setattr(rollout, "generate", fake_generate)
     return ids, mask, rows

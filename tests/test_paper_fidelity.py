@@ -99,7 +99,8 @@ def test_rl_logprobs_are_those_of_the_tempered_distribution(tmp_path, tiny_path,
 
     def spy(model, prompts, suffixes, *args, **kw):
         out = real(model, prompts, suffixes, *args, **kw)
-        calls.append((prompts, suffixes[0][0], suffixes[0][1], suffixes[0][2], [o.detach() for o in out]))
+        first = [o[0] if isinstance(o, tuple) else o for o in out]  # the behaviour pass also returns entropies
+        calls.append((prompts, suffixes[0][0], suffixes[0][1], suffixes[0][2], [o.detach() for o in first]))
         return out
 
     monkeypatch.setattr(trainer_module.rollout, "shared_prefix_logprobs", spy)

@@ -1,8 +1,8 @@
 """Gradient-conflict rule (paper section 3.3, eqs. 10-11) on lists of per-parameter gradients.
 
 The inputs are the step's gradients g_SFT and g_RL (summed over micro-batches and, with several processes,
-already summed across them), so every process computes the same dot product and decision. With ZeRO stage 2
-each process holds only its own parameters' gradients: `sum_across` then adds the partial dot products and
+already summed across them), so every process computes the same dot product and decision. With several processes
+(FSDP2) each process holds only its shards of the gradients: `sum_across` then adds the partial dot products and
 squared norms of all processes before the decision.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ def combine(
     sum_across=None, rl_signal: bool = True,
 ) -> tuple[list[torch.Tensor], dict[str, float]]:
     """Return the gradient to apply (written into g_rl's tensors) and {cosine, sft_dropped, projected, norm_sft,
-    norm_rl}, the norms being those of g_SFT and g_RL before the rule.
+    norm_rl, sft_scale, rl_scale}, the norms being those of g_SFT and g_RL before the rule and the result being
+    sft_scale g_SFT + rl_scale g_RL.
 
     drop (paper eq. 11): lambda1 g_SFT + lambda2 g_RL if g_SFT . g_RL > 0, else lambda2 g_RL alone.
     project (PCGrad, Yu et al. 2020): if the dot is negative, remove from g_SFT its component along g_RL,
@@ -47,18 +48,21 @@ def combine(
     dot, n_sft, n_rl = sums[0], sums[1].sqrt(), sums[2].sqrt()
     cosine = float(dot / (n_sft * n_rl)) if n_sft > 0 and n_rl > 0 else 0.0
     dropped = projected = False
+    sft_scale, rl_scale = lambda1, lambda2
     # The result is built in place in g_rl's tensors (no 135M-parameter temporaries).
     if mode == "drop" and rl_signal and dot <= 0 and n_rl > 0:
-        dropped = True
+        dropped, sft_scale = True, 0.0
         torch._foreach_mul_(g_rl, lambda2)
     elif mode == "project" and rl_signal and dot < 0 and n_rl > 0:
         projected = True
         coef = float(dot / (n_rl * n_rl))
         # lambda1 (g_sft - coef g_rl) + lambda2 g_rl = lambda1 g_sft + (lambda2 - lambda1 coef) g_rl
-        torch._foreach_mul_(g_rl, lambda2 - lambda1 * coef)
+        rl_scale = lambda2 - lambda1 * coef
+        torch._foreach_mul_(g_rl, rl_scale)
         torch._foreach_add_(g_rl, g_sft, alpha=lambda1)
     else:
         torch._foreach_mul_(g_rl, lambda2)
         torch._foreach_add_(g_rl, g_sft, alpha=lambda1)
     return g_rl, {"cosine": cosine, "sft_dropped": float(dropped), "projected": float(projected),
-                  "norm_sft": float(n_sft), "norm_rl": float(n_rl), "rl_signal": rl_signal}
+                  "norm_sft": float(n_sft), "norm_rl": float(n_rl), "rl_signal": rl_signal,
+                  "sft_scale": sft_scale, "rl_scale": rl_scale}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import os
 
 import torch
@@ -29,6 +30,12 @@ from .conflict import combine
 _MPI_VARS = (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
              ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
              ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_RANK"))
+
+
+# How long a process waits in a collective for the others (torch's default: 10 min for NCCL, 30 for gloo). The other
+# processes wait at a barrier while process 0 evaluates on the held-out subset and writes a checkpoint: at paper
+# scale (a 3-4B model, 4,096-token prompts, a few hundred held-out examples decoded one by one) that takes longer.
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
 
 
 def _world(env) -> tuple[int, int, int]:
@@ -78,7 +85,7 @@ class Engine:
                 os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
                 os.environ.setdefault("MASTER_PORT", "29500")
                 dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=self.rank,
-                                        world_size=self.world)
+                                        world_size=self.world, timeout=COLLECTIVE_TIMEOUT)
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
         # bf16 on CUDA with several processes: FSDP2's mixed precision (bf16 compute, fp32 reductions and master
         # weights) instead of autocast. Written for GPUs, not run on one yet (README, "Several processes").
@@ -193,16 +200,42 @@ class Engine:
         optimizer.zero_grad(set_to_none=True)
         return float(full(norm))
 
+    @torch.no_grad()
+    def adamw_direction_dots(self, params, optimizer, lr: float, vectors: list[list[torch.Tensor]]):
+        """The direction of the AdamW step just taken, d = -(p_new - p_old) / lr = m_hat / (sqrt(v_hat) + eps)
+        + weight_decay p_old (torch's AdamW), read back from the optimizer's state one tensor at a time (no
+        parameter-sized copy of the weights or of the update). Returns ([d . v for v in vectors], |d|), summed over
+        processes' shards. `vectors`: lists of per-parameter tensors (this process's shards)."""
+        group = optimizer.param_groups[0]
+        (b1, b2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
+        sums = torch.zeros(len(vectors) + 1, dtype=torch.float64, device=self.comm_device)
+        for k, p in enumerate(params):
+            state = optimizer.state[p]
+            if "step" not in state:  # no step taken with this parameter
+                continue
+            t = float(state["step"])
+            m, v = local(state["exp_avg"]), local(state["exp_avg_sq"])
+            d = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+            if wd:  # p_new = p_old (1 - lr wd) - lr d_adam
+                d = d + wd * (local(p.detach()) + lr * d) / (1 - lr * wd)
+            d = d.reshape(-1)
+            for j, vec in enumerate(vectors):
+                sums[j] += torch.dot(d, local(vec[k]).reshape(-1).to(d.dtype)).double().to(sums.device)
+            sums[-1] += torch.dot(d, d).double().to(sums.device)
+        sums = self.sum_scalars(sums)
+        return [float(x) for x in sums[:-1]], float(sums[-1].sqrt())
+
     # ------------------------------------------------------------------ metrics, synchronisation
-    def reduce_metrics(self, metrics: dict[str, float], summed: tuple[str, ...] = ()) -> dict[str, float]:
+    def reduce_metrics(self, metrics: dict[str, float], summed: tuple[str, ...] = (),
+                       maxed: tuple[str, ...] = ()) -> dict[str, float]:
         """Combine scalar metrics over processes: `summed` keys are each process's share of a total (the losses),
-        memory/* keys take the largest process's figure, the others are averaged (each process holds an equal share
-        of the step's prompts; kl and clip_fraction are then the mean of per-process token averages)."""
+        memory/* and `maxed` keys take the largest process's figure, the others are averaged (each process holds an
+        equal share of the step's prompts; kl and clip_fraction are then the mean of per-process token averages)."""
         if not self.sharded:
             return metrics
         out = {}
         for peak, op in ((False, dist.ReduceOp.SUM), (True, dist.ReduceOp.MAX)):
-            keys = sorted(k for k in metrics if k.startswith("memory/") == peak)
+            keys = sorted(k for k in metrics if (k.startswith("memory/") or k in maxed) == peak)
             if keys:
                 t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=self.comm_device)
                 dist.all_reduce(t, op=op)

@@ -19,10 +19,15 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return (rewards - mean) / (std + eps)
 
 
+KL_LOG_RATIO_CLAMP = 10.0
+
+
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimator of KL(pi_theta || pi_ref) (paper eqs. 6-7; Schulman, "Approximating KL
-    divergence", 2020): pi_ref/pi_theta - log(pi_ref/pi_theta) - 1 >= 0."""
-    d = ref_logp - logp
+    divergence", 2020): pi_ref/pi_theta - log(pi_ref/pi_theta) - 1 >= 0. The log-ratio is clamped to [-10, 10]
+    before exp (as verl does): one token the policy has made far less likely than the reference would otherwise
+    give exp(|d|), a term (and gradient) that swamps the step."""
+    d = (ref_logp - logp).clamp(-KL_LOG_RATIO_CLAMP, KL_LOG_RATIO_CLAMP)
     return torch.exp(d) - d - 1
 
 
@@ -55,6 +60,7 @@ def grpo_loss(
     clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + epsilon) & (adv > 0))
     stats = {
         "kl_sum": (kl.detach() * loss_mask).sum(),
+        "kl_max": (kl.detach() * loss_mask).max() if kl.numel() else kl.new_zeros(()),
         "clipped_sum": (clipped.float() * loss_mask).sum(),
         "tokens": loss_mask.sum(),
     }

@@ -161,6 +161,27 @@ def load_model(
     return model
 
 
+class FP32Head(torch.nn.Linear):
+    """An LM head that computes its logits in float32, also under bf16 autocast (which would run it in bf16: an
+    absolute error of ~0.02-0.06 on logits of magnitude 10-30, the order of the ratio's 0.2 clip range once mu > 1).
+    TRL's `cast_lm_head_to_fp32` does the same for bf16 weights; here the head also leaves autocast."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            bias = None if self.bias is None else self.bias.float()
+            return torch.nn.functional.linear(hidden.float(), self.weight.float(), bias)
+
+
+def fp32_head(model):
+    """Make the model's LM head an `FP32Head` in place (the same weights, shared if tied; state dict unchanged):
+    every log-prob pass of the policy (behaviour, reference, policy, SFT targets) then reads fp32 logits. Apply
+    it to the policy only, after the rollout sampler's copy is made: rollouts keep their bf16 head."""
+    head = model.get_output_embeddings()
+    if type(head) is torch.nn.Linear:
+        head.__class__ = FP32Head
+    return model
+
+
 def tiny_model(path: str | Path, vocab_from: str | None = None, seed: int = 0) -> Path:
     """Write a tiny randomly initialised Llama (2 layers, hidden 64) with SmolLM2's tokenizer, for tests."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -141,7 +141,7 @@ def sample_tokens(logits: torch.Tensor, temperature: float,
 @torch.no_grad()
 def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, stop_ids: list[int], pad_id: int,
              temperature: float = 1.0, generator: torch.Generator | list[torch.Generator] | None = None,
-             bf16: bool = False, compact: bool = True):
+             bf16: bool = False, compact: bool = True, logprobs: bool = False):
     """Sample `num_samples` completions per prompt from one prefill per prompt.
 
     Rows that have stopped leave the batch (their cache rows are dropped once an eighth of the batch has
@@ -150,7 +150,9 @@ def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, sto
     with the same samples: for benchmarks/speed.py).
 
     Returns (completions (B*G, L) right-padded, completion_mask (B*G, L): 1 up to and including the stop
-    token). Rows i*G .. i*G+G-1 belong to prompt i.
+    token). Rows i*G .. i*G+G-1 belong to prompt i. logprobs=True (sampling only): also the sampler's log-prob of
+    each sampled token under softmax(z / T), (B*G, L) float32, 0 after the stop: to measure how far the sampler's
+    distribution is from the trainer's.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -171,15 +173,19 @@ def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, sto
         done = torch.zeros(N, dtype=torch.bool, device=device)  # (n,)
         tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
         alive = torch.zeros((N, max_new_tokens), dtype=torch.long, device=device)
+        lps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device) if logprobs else None
         for t in range(max_new_tokens):
             u = uniforms(N, generator, device)[rows] if temperature else None
             nxt = sample_tokens(logits, temperature, u=u)
             nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
             tokens[rows, t] = nxt
             alive[rows, t] = (~done).long()
+            if logprobs:
+                lps[rows, t] = token_logprobs(logits[:, None], nxt[:, None], temperature or 1.0)[:, 0] * (~done)
             done = done | torch.isin(nxt, stop)
             if bool(done.all()) or t == max_new_tokens - 1:
-                return tokens[:, : t + 1], alive[:, : t + 1]
+                out = tokens[:, : t + 1], alive[:, : t + 1]
+                return (*out, lps[:, : t + 1]) if logprobs else out
             if compact and int(done.sum()) >= max(1, len(rows) // 8):  # drop stopped rows from the batch
                 keep = (~done).nonzero().squeeze(1)
                 for layer in cache.layers:
@@ -213,7 +219,10 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
 
     Rows are computed in chunks of similar length (`length_chunks`), each trimmed to its longest row:
     rollouts stop at very different lengths (a few rows run to the length limit, most stop early), and
-    padding every row to the longest one computes mostly padding.
+    padding every row to the longest one computes mostly padding. Every chunk runs its suffix forward, even a chunk
+    of one-token rows (padded to two tokens): under FSDP2 each forward all-gathers every layer, so the number of
+    forwards must not depend on the data, or a process whose rows all stopped at their first token (what a
+    collapsing policy samples) would issue fewer collectives than the others and hang them.
     """
     device = prompts.input_ids.device
     out_logps = []
@@ -224,25 +233,27 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
             lengths = smask.sum(dim=1)
             pieces, ents, order = [], [], []
             for rows in length_chunks(lengths, rows_per_chunk):
-                width = max(1, int(lengths[rows].max()))
+                width = max(2, int(lengths[rows].max()))  # >= 2: a suffix forward in every chunk (docstring)
                 p_idx = torch.div(rows, k, rounding_mode="floor")  # the prompt of each row
                 c_ids, c_mask = ids[rows, :width], smask[rows, :width]
+                if c_ids.shape[1] < width:  # the suffixes are one token wide: a padding column, masked
+                    c_ids = torch.nn.functional.pad(c_ids, (0, width - c_ids.shape[1]))
+                    c_mask = torch.nn.functional.pad(c_mask, (0, width - c_mask.shape[1]))
                 # index_select, not last[p_idx]: p_idx repeats each prompt k times, and the backward of
                 # advanced indexing adds the repeats with parallel atomic adds on CPU (run-to-run different
                 # float rounding, which broke bitwise resume); index_select's backward adds them in order.
                 logits = last.index_select(0, p_idx)[:, None]  # (n, 1, V) predicts suffix token 0
-                if width > 1:
-                    attn = torch.cat([prompts.attention_mask[p_idx], c_mask[:, :-1]], dim=1)
-                    pos = prompts.lengths[p_idx][:, None] + torch.arange(width - 1, device=device)
-                    cache = DynamicCache(ddp_cache_data=[(key.index_select(0, p_idx), value.index_select(0, p_idx))
-                                                        for key, value in kv])
-                    rest = model(input_ids=c_ids[:, :-1], attention_mask=attn, position_ids=pos,
-                                 use_cache=True, **{CACHE: cache}).logits  # tokens 0..w-2 predict 1..w-1
-                    logits = torch.cat([logits, rest], dim=1)  # (n, w, V)
-                logp = token_logprobs(logits, c_ids, temperature) * c_mask
-                pieces.append(torch.nn.functional.pad(logp, (0, L - width)))
+                attn = torch.cat([prompts.attention_mask[p_idx], c_mask[:, :-1]], dim=1)
+                pos = prompts.lengths[p_idx][:, None] + torch.arange(width - 1, device=device)
+                cache = DynamicCache(ddp_cache_data=[(key.index_select(0, p_idx), value.index_select(0, p_idx))
+                                                    for key, value in kv])
+                rest = model(input_ids=c_ids[:, :-1], attention_mask=attn, position_ids=pos,
+                             use_cache=True, **{CACHE: cache}).logits  # tokens 0..w-2 predict 1..w-1
+                logits = torch.cat([logits, rest], dim=1)  # (n, w, V)
+                fit = lambda x: torch.nn.functional.pad(x, (0, L - width)) if L >= width else x[:, :L]  # noqa: E731
+                pieces.append(fit(token_logprobs(logits, c_ids, temperature) * c_mask))
                 if entropy:
-                    ents.append(torch.nn.functional.pad(token_entropy(logits, temperature) * c_mask, (0, L - width)))
+                    ents.append(fit(token_entropy(logits, temperature) * c_mask))
                 order.append(rows)
             inverse = torch.empty(N, dtype=torch.long, device=device)
             inverse[torch.cat(order)] = torch.arange(N, device=device)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, data, losses, prompts, rollout, runfolder
 from .config import ConfigError, TrainConfig, write_json_atomic
 from .engine import Engine, memory_mb
-from .models import bf16_supported, load_model, load_tokenizer, pick_device, stop_token_ids
+from .models import bf16_supported, fp32_head, load_model, load_tokenizer, pick_device, stop_token_ids
 from .rewards import reward
 
 def fused_adamw(params: list[torch.Tensor]) -> bool:
@@ -48,6 +48,7 @@ class Rollouts:
     texts: list[str]  # o_i decoded, after the primed opening tag, B*G strings
     lengths: torch.Tensor  # |o_i| [B*G]
     truncated: list[bool]  # o_i was cut at --max-completion-length before a stop token, B*G
+    sampler_logp: torch.Tensor  # log pi_sampler of o_i's tokens, as the rollout drew them [B*G, T]
 
 
 @dataclasses.dataclass
@@ -60,6 +61,7 @@ class MicroBatch:
     rl_mask: torch.Tensor  # the tokens of L_RL: o_i minus, for gta, the guess span [b*G, T]
     adv: torch.Tensor  # A_i, group-normalised advantages [b*G]
     lengths: torch.Tensor  # |o_i| [b*G]
+    sampler_logp: torch.Tensor  # log pi_sampler of o_i's tokens [b*G, T]
     ref: torch.Tensor | None = None  # log pi_ref of o_i's tokens [b*G, T] (beta > 0)
     old: torch.Tensor | None = None  # log pi_old, the behaviour policy: the first update's log-probs [b*G, T]
 
@@ -192,6 +194,7 @@ class Trainer:
         # dropout would make the ratio pi_theta / pi_old noisy. The sft baseline trains as usual SFT does.
         model.train(not cfg.uses_rl)
         self.sampler = self.engine.sampler(model, self.bf16)
+        fp32_head(model)  # after the sampler's copy: every log-prob pass reads fp32 logits, rollouts keep theirs
         self.model = self.engine.wrap(model, self.bf16)
         self.autocast = self.bf16 and not self.engine.mixed_precision  # CUDA + FSDP2: its own bf16 policy instead
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -303,7 +306,8 @@ class Trainer:
             with torch.no_grad(), self.engine.swapped(self.params, self.reference):
                 for mb in micro:
                     mb.ref = self.policy_logprobs(mb)
-        means, guess_time, entropy_sum = UpdateMeans(cfg.num_iterations), {"guess_s": 0.0}, 0.0
+        means, guess_time = UpdateMeans(cfg.num_iterations), {"guess_s": 0.0}
+        entropy_sum = gap_sum = kl_max = 0.0
         for it in range(cfg.num_iterations):  # 7. mu optimizer updates on this batch of rollouts
             kl = clipped = tokens = 0.0
             for mb in micro:  # g_RL, accumulated over micro-batches (and summed over processes)
@@ -311,6 +315,7 @@ class Trainer:
                     logp, ent = self.policy_logprobs(mb, entropy=True)
                     mb.old = logp.detach()
                     entropy_sum += float((ent * mb.cmask).sum())
+                    gap_sum += float(((mb.sampler_logp - mb.old).abs() * mb.cmask).sum())
                 else:
                     logp = self.policy_logprobs(mb)
                 l_rl, st = losses.grpo_loss(logp, mb.old, mb.ref, mb.adv, mb.rl_mask, mb.lengths, cfg.epsilon,
@@ -318,6 +323,7 @@ class Trainer:
                 self.engine.backward(l_rl)
                 means.add({"loss/rl": float(l_rl.detach())})
                 kl, clipped, tokens = kl + float(st["kl_sum"]), clipped + float(st["clipped_sum"]), tokens + float(st["tokens"])
+                kl_max = max(kl_max, float(st["kl_max"]))
             means.add({"kl": kl / max(tokens, 1), "clip_fraction": clipped / max(tokens, 1)})
             g_rl = self.engine.take_grads(self.params)
             if gta:  # g_SFT of the guess targets, then the conflict rule (eqs. 10-11)
@@ -332,26 +338,47 @@ class Trainer:
                            "grad_norm/sft": info["norm_sft"], "grad_norm/rl": info["norm_rl"]})
             else:
                 grads = [cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
+            lr = self.optimizer.param_groups[0]["lr"]
             norm = self.update(grads)  # the combined gradient's norm, before clipping
             means.add({"grad_norm": norm})
+            if gta:
+                means.add({"conflict/update_cosine_rl": self.update_cosine_rl(grads, g_sft, info, norm, lr)})
             if gta:  # the RL gradient's share of the update (0 where SFT alone is applied: no RL signal)
                 means.add({"rl_share": abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["rl_signal"] else 0.0})
         # the mean entropy of pi_old over the sampled tokens: a collapse onto one output shows as it falling to ~0
         m["entropy"] = entropy_sum / max(1.0, float(ro.lengths.sum()))
+        # the mean |log pi_sampler - log pi_old| over sampled tokens: the sampler (a bf16 copy, or another engine)
+        # against the trainer's log-probs; the largest per-token KL to the reference over the step's updates
+        m["rollout/logprob_gap"] = gap_sum / max(1.0, float(ro.lengths.sum()))
+        m["kl_max"] = kl_max
         held = g_rl + g_sft if gta else g_rl  # the gradients held at once
         m.update(means.sums, **(guess_time if gta else {}), _tokens=float(ro.lengths.sum()))
         return {**m, **self.memory(held)}
 
+    def update_cosine_rl(self, applied: list[torch.Tensor], g_sft: list[torch.Tensor], info: dict, norm: float,
+                         lr: float) -> float:
+        """cos(-(the AdamW update just applied), g_RL): 1 when the step descends along the RL gradient alone. Where
+        eq. 11 dropped g_SFT, AdamW's moments still carry the SFT direction of earlier steps into the update; this
+        shows how much. `applied` is the gradient after the rule and clipping, sft_scale g_SFT + rl_scale g_RL times
+        the clipping factor, so g_RL's dot with the update follows without a copy of g_RL."""
+        clip = min(1.0, self.cfg.max_grad_norm / (norm + 1e-6)) if self.cfg.max_grad_norm else 1.0
+        if info["rl_scale"] == 0 or info["norm_rl"] == 0:
+            return 0.0
+        (dot_applied, dot_sft), norm_d = self.engine.adamw_direction_dots(self.params, self.optimizer, lr,
+                                                                           [applied, g_sft])
+        dot_rl = (dot_applied / clip - info["sft_scale"] * dot_sft) / info["rl_scale"]
+        return dot_rl / (norm_d * info["norm_rl"]) if norm_d > 0 else 0.0
+
     def rollout(self, idx: list[int], step: int, positions: range) -> Rollouts:
         batch = self.encode(idx)
-        ids, cmask = rollout.generate(self.sync_sampler(), batch, self.cfg.num_generations,
-                                      self.cfg.max_completion_length, self.stop_ids, self.tokenizer.pad_token_id,
-                                      self.cfg.temperature, self.plan.generators(step, positions))
+        ids, cmask, sampler_logp = rollout.generate(
+            self.sync_sampler(), batch, self.cfg.num_generations, self.cfg.max_completion_length, self.stop_ids,
+            self.tokenizer.pad_token_id, self.cfg.temperature, self.plan.generators(step, positions), logprobs=True)
         rows = [c[: int(n.sum())] for c, n in zip(ids.tolist(), cmask)]  # valid tokens of each row
         texts = [prompts.prime(self.template) + self.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
         stops, limit = set(self.stop_ids), self.cfg.max_completion_length
         truncated = [len(r) >= limit and r[-1] not in stops for r in rows]
-        return Rollouts(idx, ids, cmask, rows, texts, cmask.sum(dim=1).float(), truncated)
+        return Rollouts(idx, ids, cmask, rows, texts, cmask.sum(dim=1).float(), truncated, sampler_logp)
 
     def rewards(self, ro: Rollouts, m: dict) -> torch.Tensor:
         """Format + accuracy of each completion, [B, G]; the means (and the guess's accuracy) go into `m`."""
@@ -380,7 +407,7 @@ class Trainer:
             rs, ids = slice(s * G, (s + b) * G), ro.prompt_ids[s:s + b]
             w = max(1, int(ro.cmask[rs].sum(dim=1).max()))
             micro.append(MicroBatch(ids, self.encode(ids), ro.ids[rs, :w], ro.cmask[rs, :w], rl_mask[rs, :w],
-                                    advantages[rs], ro.lengths[rs]))
+                                    advantages[rs], ro.lengths[rs], ro.sampler_logp[rs, :w]))
         return micro
 
     # ---------------------------------------------------------------- the loop
@@ -399,7 +426,7 @@ class Trainer:
                     r.copy_(p.detach())
             m["step_time_s"] = time.perf_counter() - t0
             m["tokens_per_s"] = m.pop("_tokens") / m["step_time_s"]
-            m = engine.reduce_metrics(m, summed=("loss/rl", "loss/sft", "tokens_per_s"))
+            m = engine.reduce_metrics(m, summed=("loss/rl", "loss/sft", "tokens_per_s"), maxed=("kl_max",))
             m["lr"] = self.scheduler.get_last_lr()[0]
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.eval_examples:
                 m.update(self.evaluate())
