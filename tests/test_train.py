@@ -103,8 +103,25 @@ def test_lora_run_saves_adapter_and_reference_refresh(tmp_path, tiny_path, mech_
     clf = Classifier.from_pretrained(tmp_path / "run", device="cpu")
     assert hasattr(clf.model, "peft_config")
     adapter = load_file(ckpt / "adapter_model.safetensors")
-    loaded = {n: p for n, p in clf.model.named_parameters() if "lora_" in n}
-    assert len(adapter) == len(loaded) > 0
+    loaded = {n.replace(".default", ""): p for n, p in clf.model.named_parameters() if "lora_" in n}
+    trained = {n.replace(".default", ""): p for n, p in t.model.named_parameters() if "lora_" in n}
+    assert adapter.keys() == loaded.keys() == trained.keys() and len(adapter) > 0
+    assert all(torch.equal(adapter[n], loaded[n]) and torch.equal(adapter[n], trained[n]) for n in adapter)
+
+
+def test_lora_resume_continues_to_the_same_adapter(tmp_path, tiny_path, mech_data):
+    make = lambda d, **kw: Trainer(cfg(d, tiny_path, mech_data, method="gta", lora_r=4, max_steps=3, eval_every=0),  # noqa: E731
+                                   progress=False, reward_fn=varied_reward, **kw)
+    full = make(tmp_path / "a")
+    full.train()
+    make(tmp_path / "b").train(until=2)
+    resumed = make(tmp_path / "b", resume=True)
+    assert resumed.step == 2
+    resumed.train()
+    a, b = params(full.model), params(resumed.model)
+    assert a.keys() == b.keys() and all("lora_" in n for n in a)
+    assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    assert any(not torch.equal(a[n], params(make(tmp_path / "c").model)[n]) for n in a)  # trained, not fresh
 
 
 def test_resume_continues_and_matches_uninterrupted(tmp_path, tiny_path, mech_data):
