@@ -1,16 +1,18 @@
 """Which format line should the prompt show? Zero-shot exact-format rate of the base model, under the format rule.
 
-    python benchmarks/prompt_placeholder.py [--datasets emotion sst5] [--limit 64] [--templates think gta]
-        [--json PATH]
+    python benchmarks/prompt_placeholder.py [--datasets emotion sst5] [--limit 32] [--samples 8]
+        [--templates think gta] [--json PATH]
 
 The prompt says "Reply exactly in this format: <think>reasoning</think><answer>label</answer>", and SmolLM2-135M
 copies it: before the format reward required a label in each label span, the verbatim copy earned it, and GRPO
 learned to answer the literal word `label`. This evaluates the base model zero-shot with other format lines (no
 copyable words: dots, the label list in place of `label`, the format described in words) on a seeded stratified
-subset of each validation split (greedy, 96 new tokens, bf16 where the CPU has it), scored as `gta eval` scores
-(in format = the tag structure, a label in each label span, a stop token), and prints per variant: the exact-format
-rate, accuracy, the share of copied placeholders and the most common answers. The prompt of src/gta/prompts.py is
-changed only if a variant has a higher exact-format rate on every dataset and template measured.
+subset of each validation split (96 new tokens, bf16 where the CPU has it), scored as `gta eval` scores (in format =
+the tag structure, a label in each label span, a stop token), greedy and as rollouts sample (--samples completions
+per prompt at temperature 1, seeded): what GRPO's first groups see. Prints per variant: the exact-format rates,
+accuracy, the share of copied placeholders and the most common answers. The prompt of src/gta/prompts.py is changed
+only if a variant has a higher exact-format rate (sampled, the rate RL starts from; greedy beside it) on every
+dataset and template measured.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from pathlib import Path
 
 from paper import DATA, code_version, machine  # benchmarks/paper.py, beside this script
 
-from gta import data, evaluate, models, prompts
+import torch
+
+from gta import data, evaluate, models, prompts, rollout
 
 # variant -> template -> the line after the instructions; {labels} is the label list, "a | b | c"
 VARIANTS = {
@@ -47,12 +51,32 @@ def message(line: str):
     return user_message
 
 
+def sampled_format_rate(model, tok, examples, labels, template, samples: int, bf16: bool, seed: int) -> dict:
+    """Exact-format rate and copied answer placeholders over `samples` completions per prompt at temperature 1."""
+    texts, _ = prompts.make_prompts(tok, [ex.text for ex in examples], labels, template, 256)
+    stop, word = models.stop_token_ids(tok, model), prompts.placeholders(template)["answer"]
+    exact = copied = total = 0
+    for s in range(0, len(texts), 4):
+        batch = rollout.encode_prompts(tok, texts[s:s + 4], model.device)
+        gens = [torch.Generator().manual_seed(seed * 1009 + s + k) for k in range(batch.input_ids.shape[0])]
+        ids, mask = rollout.generate(model, batch, samples, 96, stop, tok.pad_token_id, 1.0, gens, bf16=bf16)
+        for row, m in zip(ids.tolist(), mask):
+            valid = row[: int(m.sum())]
+            p = prompts.parse(prompts.prime(template) + tok.decode(valid, skip_special_tokens=True), template, labels)
+            exact += p.exact and not (len(valid) >= 96 and valid[-1] not in stop)
+            copied += prompts.is_placeholder(p.answer, word)
+            total += 1
+    return {"sampled_exact_format_rate": exact / total, "sampled_placeholder_answer_rate": copied / total,
+            "samples": total}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["emotion", "sst5"])
     ap.add_argument("--templates", nargs="+", default=["think", "gta"], choices=["think", "gta"])
     ap.add_argument("--data-dir", default=str(DATA))
-    ap.add_argument("--limit", type=int, default=64)
+    ap.add_argument("--limit", type=int, default=32)
+    ap.add_argument("--samples", type=int, default=8, help="completions per prompt at temperature 1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
@@ -71,19 +95,23 @@ def main() -> None:
                     m, records = evaluate.evaluate_examples(model, tok, examples, labels, template, 96, 256, bf16, 16,
                                                             False)
                     answers = collections.Counter((r["answer"] or "<none>")[:16] for r in records).most_common(3)
+                    sampled = sampled_format_rate(model, tok, examples, labels, template, args.samples, bf16, args.seed)
                     row = {"dataset": ds, "template": template, "variant": variant, "n": len(examples),
                            "exact_format_rate": m["exact_format_rate"], "accuracy": m["accuracy"],
                            "placeholder_rate": m["placeholder_rate"], "truncated_rate": m["truncated_rate"],
-                           "top_answers": answers}
+                           "top_answers": answers, **sampled}
                     results.append(row)
                     copied = " ".join(f"{k} {v:.2f}" for k, v in m["placeholder_rate"].items())
-                    print(f"{ds:8s} {template:5s} {variant:14s} exact format {m['exact_format_rate']:.3f}  accuracy "
-                          f"{m['accuracy']:.3f}  copied 'label'/'reasoning': {copied}  answers {answers}", flush=True)
+                    print(f"{ds:8s} {template:5s} {variant:14s} in format: sampled {sampled['sampled_exact_format_rate']:.3f} "
+                          f"greedy {m['exact_format_rate']:.3f}  greedy accuracy {m['accuracy']:.3f}  greedy copies "
+                          f"{copied}, sampled 'label' answers {sampled['sampled_placeholder_answer_rate']:.2f}  "
+                          f"greedy answers {answers}", flush=True)
     finally:
         prompts.user_message = original
     where = machine()
-    print(f"{args.limit} validation examples per dataset (stratified, seed {args.seed}), SmolLM2-135M, greedy, "
-          f"{'bf16' if bf16 else 'float32'}; {where['cpu_id']}; code {code_version()}")
+    print(f"{args.limit} validation examples per dataset (stratified, seed {args.seed}), SmolLM2-135M, greedy and "
+          f"{args.samples} samples per prompt at T=1, {'bf16' if bf16 else 'float32'}; {where['cpu_id']}; "
+          f"code {code_version()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": where, "code": code_version(), "seed": args.seed,
                                                "limit": args.limit, "bf16": bf16, "results": results}, indent=1) + "\n")

@@ -149,6 +149,14 @@ def test_runs_are_placed_before_or_after_a_fix(report):
     assert report.fidelity_caveat({"emotion": {"runs": {"gta": {"code": [report.FIDELITY_FIX]}}}}) == []
 
 
+def test_rl_runs_before_the_format_rule_are_named_at_the_top(report):
+    runs = {"sft": {"code": [report.FIDELITY_FIX]}, "grpo": {"code": [report.FIDELITY_FIX]},
+            "gta": {"code": [report.FORMAT_RULE_FIX]}}
+    text = "\n".join(report.format_rule_caveat({"emotion": {"runs": runs}}))
+    assert "(emotion grpo) predate" in text  # sft has no reward to hack; gta ran on the new rule
+    assert report.format_rule_caveat({"emotion": {"runs": {"gta": {"code": [report.FORMAT_RULE_FIX]}}}}) == []
+
+
 def test_protocol_text_follows_the_settings(report):
     import importlib.util
 

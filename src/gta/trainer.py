@@ -190,8 +190,9 @@ class Trainer:
         if resume_from is not None:
             checkpoint.load_weights(model, resume_from)
         self.stop_ids = stop_token_ids(self.tokenizer, model)
-        # RL methods run every forward (rollout, policy, behaviour, reference, guess) without dropout, as TRL does:
-        # dropout would make the ratio pi_theta / pi_old noisy. The sft baseline trains as usual SFT does.
+        # RL methods run every forward (rollout, policy, behaviour, reference, guess) without dropout (TRL leaves
+        # this to its `disable_dropout` option): dropout would make the ratio pi_theta / pi_old noisy. The sft
+        # baseline trains as usual SFT does.
         model.train(not cfg.uses_rl)
         self.sampler = self.engine.sampler(model, self.bf16)
         fp32_head(model)  # after the sampler's copy: every log-prob pass reads fp32 logits, rollouts keep theirs
