@@ -66,7 +66,8 @@ def main() -> None:
         cells = [f"{row[k]:10.3f} / " + (f"{theirs[i][k]:<9.3f}" if i < len(theirs) and k in theirs[i] else f"{'—':<9}")
                  for k in keys]
         print(f"{row['step']:4d}  " + "  ".join(f"{c:>22}" for c in cells))
-    means = {k: (statistics.mean(r[k] for r in ours), statistics.mean(r[k] for r in theirs) if theirs else None)
+    means = {k: (statistics.mean(r[k] for r in ours),  # the earlier run may not have logged every key
+                 statistics.mean(r[k] for r in theirs if k in r) if any(k in r for r in theirs) else None)
              for k in keys}
     print("mean  " + "  ".join(f"{f'{a:.3f} / ' + ('—' if b is None else f'{b:.3f}'):>22}" for a, b in means.values()))
     balance = [k for k in BALANCE if k in ours[0]]
