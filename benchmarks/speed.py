@@ -27,6 +27,7 @@ precision (`rollout_plain_bf16`, `bf16_matmul_gflops`, ...) name the one measure
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
@@ -39,7 +40,7 @@ from transformers import AutoModelForCausalLM
 from gta import rollout
 from gta.data import label_set, load_splits
 from gta.losses import grpo_loss
-from gta.models import load_tokenizer, resolve
+from gta.models import fp32_head, load_tokenizer, resolve
 from gta.prompts import build_prompt
 from paper import machine  # benchmarks/paper.py, beside this script
 
@@ -62,6 +63,19 @@ def make_prompts(tokenizer, n: int, target_tokens: int, data_dir: Path) -> list[
     return out
 
 
+@contextlib.contextmanager
+def autocast_head(model):
+    """The model's LM head as plain autocast runs it (bf16 under bf16 autocast) for the duration: plain `generate`,
+    like gta's rollouts, never has the trainer's fp32 head (models.fp32_head)."""
+    head = model.get_output_embeddings()
+    kind = type(head)
+    head.__class__ = torch.nn.Linear
+    try:
+        yield
+    finally:
+        head.__class__ = kind
+
+
 def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: int, data_dir: Path,
                     bf16: bool) -> dict:
     """Rollouts and update passes whose completions stop at the end-of-turn token (lengths vary)."""
@@ -76,7 +90,7 @@ def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: 
                                         torch.Generator().manual_seed(0), compact=compact)
 
     def plain():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), autocast_head(model):
             out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=True,
                                  temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new,
                                  num_return_sequences=G, pad_token_id=tok.pad_token_id, eos_token_id=stop)
@@ -223,14 +237,17 @@ def main() -> None:
 
     def plain_rollout(dtype):
         def run():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"), autocast_head(model):
                 return model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=True,
                                       temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=L, min_new_tokens=L,
                                       num_return_sequences=G, pad_token_id=tok.pad_token_id)
         return run
 
-    # -- updates: GRPO loss forward+backward over the B*G sampled sequences (bf16: under autocast)
+    # -- updates: GRPO loss forward+backward over the B*G sampled sequences (bf16: under autocast), with the LM head
+    # in fp32 as the trainer's policy has it (models.fp32_head); `update_ours_bf16_head` is our pass with the bf16
+    # head of autocast, as before it, to measure what the fp32 head costs
     ids, cmask = ours_rollout()
+    fp32_head(model)
     adv = torch.randn(B * G)
     params = [p for p in model.parameters()]
 
@@ -241,12 +258,17 @@ def main() -> None:
         logp, = rollout.shared_prefix_logprobs(model, batch, [(ids, cmask, G)], bf16=bf16)
         torch.autograd.grad(loss_of(logp), params)
 
+    def ours_update_bf16_head():
+        with autocast_head(model):
+            ours_update()
+
     def plain_update():
         plain_update_pass(model, batch, ids, cmask, G, loss_of, params, bf16)
 
     variants = {"rollout_ours": ours_rollout, "rollout_plain_fp32": plain_rollout("fp32"),
                 **({"rollout_plain_bf16": plain_rollout("bf16")} if bf16 else {}),
-                "update_ours": ours_update, "update_plain": plain_update}
+                "update_ours": ours_update, "update_plain": plain_update,
+                **({"update_ours_bf16_head": ours_update_bf16_head} if bf16 else {})}
     rollouts = [k for k in variants if k.startswith("rollout_")]
     times, readings = {k: [] for k in variants}, []
     for _ in range(args.repeats):  # interleaved
@@ -261,9 +283,9 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
     # useful FLOPs of our update: forward 2*N per token on prompt + completion tokens (LM head only on the
     # completion tokens), backward 2x forward
-    head = model.get_output_embeddings().weight.numel()
-    body = n_params - head if not model.config.tie_word_embeddings else n_params
-    useful = 3 * (2 * body * (B * P + B * G * L) + 2 * head * B * G * L)
+    head_n = model.get_output_embeddings().weight.numel()
+    body = n_params - head_n if not model.config.tie_word_embeddings else n_params
+    useful = 3 * (2 * body * (B * P + B * G * L) + 2 * head_n * B * G * L)
     res = {
         "machine": cpu,
         "shape": {"B": B, "G": G, "prompt_tokens": P, "new_tokens": L},
@@ -276,16 +298,20 @@ def main() -> None:
     }
     if bf16:
         res["rollout_vs_plain_bf16"] = med["rollout_plain_bf16"] / med["rollout_ours"]
+        res["fp32_head_cost"] = med["update_ours"] / med["update_ours_bf16_head"]  # time with / without it
     res["flops_fraction"] = res["useful_gflops"] / ceiling
     print(f"{prec} matmul ceiling          {ceiling:8.1f} GFLOP/s (median of {', '.join(f'{r:.0f}' for r in readings)})")
     for k in rollouts:
         print(f"{k:<28} {med[k]:8.2f} s  {tokens / med[k]:8.1f} tokens/s")
-    for k in ("update_ours", "update_plain"):
+    for k in ("update_ours", "update_plain") + (("update_ours_bf16_head",) if bf16 else ()):
         print(f"{k:<28} {med[k]:8.2f} s  {tokens / med[k]:8.1f} completion tokens/s")
     print(f"rollout: ours / plain generate fp32 = {res['rollout_vs_plain']:.2f}x"
           + (f", bf16 = {res['rollout_vs_plain_bf16']:.2f}x" if bf16 else ""))
     print(f"update:  ours / plain pass = {res['update_vs_plain']:.2f}x; useful {res['useful_gflops']:.1f} GFLOP/s = "
-          f"{res['flops_fraction']:.0%} of the {prec} ceiling")
+          f"{res['flops_fraction']:.0%} of the {prec} ceiling (both with the fp32 LM head of training)")
+    if bf16:
+        print(f"the fp32 LM head costs {res['fp32_head_cost']:.2f}x the time of our update pass with autocast's "
+              "bf16 head")
     if args.variable_new_tokens:
         res["variable_length"] = variable_length(model, sampler, tok, B, G, args.variable_new_tokens, args.repeats,
                                                  Path(args.data_dir), bf16)
