@@ -46,13 +46,16 @@ def test_smoke_each_method(tmp_path, tiny_path, mech_data, method):
         assert "loss/sft" in keys
     else:
         assert {"reward/total", "reward/format", "reward/accuracy", "loss/rl", "kl", "clip_fraction",
-                "completion_length", "tokens_per_s", "step_time_s", "groups/informative"} <= keys
+                "completion_length", "tokens_per_s", "step_time_s", "groups/informative", "entropy", "kl_max",
+                "completions/truncated", "completions/placeholder_answer", "completions/placeholder_think",
+                "rollout/logprob_gap"} <= keys
+        assert all(0 < r["entropy"] <= 11 for r in rows)  # a random tiny model: near log(49152) = 10.8
         assert all(0 <= r["groups/informative"] <= 1 for r in rows)
     if method in ("gta", "gta-rl"):
         assert "guess/accuracy" in keys
     if method == "gta":
         assert {"loss/sft", "conflict/cosine", "conflict/sft_dropped", "guess_s", "grad_norm/sft", "grad_norm/rl",
-                "rl_share"} <= keys
+                "rl_share", "conflict/update_cosine_rl"} <= keys
         assert all(0 <= r["rl_share"] <= 1 + 1e-6 and r["grad_norm/sft"] > 0 for r in rows)
         assert all(0 < r["guess_s"] < r["step_time_s"] for r in rows)
     else:

@@ -88,7 +88,7 @@ def constrained_answers(model, tokenizer, prompt_texts: list[str], outputs: list
     """Answer decoding constrained to the label set, for templates that reason first (think, gta): each
     output is kept as the model wrote it up to its `<answer>` tag, and the answer is the label maximising
     log P(label + `</answer>` | prompt, output up to the tag). None where the output does not reach the tag
-    in format (guess and think spans closed, in order). The kept text is tokenized again, which can split
+    in format (guess and think spans closed, in order, the guess a label). The kept text is tokenized again, which can split
     it differently from the decoded tokens."""
     check_reasons_first(template)
     keep, texts = [], []
