@@ -99,7 +99,7 @@ def trl(steps: int, data_dir: str) -> list[float]:
     ds = Dataset.from_list([{"prompt": build_prompt(tok, e.text, labels, "think"), "gold": e.label} for e in train])
 
     def reward_fn(prompts, completions, gold, **kw):
-        return [reward(prime("think") + c, g, "think")["total"] for c, g in zip(completions, gold)]
+        return [reward(prime("think") + c, g, "think", labels)["total"] for c, g in zip(completions, gold)]
 
     class Timer(TrainerCallback):
         times: list[float] = []
