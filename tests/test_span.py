@@ -49,3 +49,21 @@ def test_guess_target_is_the_guess_span_of_a_formatted_output(tokenizer, label):
     n = sum(guess_span_mask(tokenizer, ids, len(ids)))
     assert target_ids(tokenizer, label, "</guess>") == ids[:n]
     assert tokenizer.decode(ids[n - 1]) == "><"  # this tokenizer does merge the two tags
+
+
+def test_span_search_equals_the_linear_scan_of_prefixes(tokenizer):
+    """The binary search over prefixes finds what decoding every prefix finds, on completions with the marker at
+    every position, multi-byte characters around it, and none at all."""
+    import random
+
+    from gta.prompts import span_end_token
+
+    def linear(ids, marker):
+        return next((n for n in range(1, len(ids) + 1) if marker in tokenizer.decode(ids[:n])), None)
+
+    rng = random.Random(0)
+    pieces = ["sport", "</guess>", "<think>", "é", "日本", " ", "🙂", "x", "</", "guess>", ">"]
+    for _ in range(200):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert span_end_token(tokenizer, ids, "</guess>") == linear(ids, "</guess>"), text
