@@ -70,6 +70,12 @@ def sampled_format_rate(model, tok, examples, labels, template, samples: int, bf
             "samples": total}
 
 
+def save(path: str, bf16: bool, args, results: list[dict]) -> None:
+    Path(path).write_text(json.dumps({"machine": machine(), "code": code_version(), "seed": args.seed,
+                                      "limit": args.limit, "samples": args.samples, "bf16": bf16,
+                                      "results": results}, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["emotion", "sst5"])
@@ -101,6 +107,8 @@ def main() -> None:
                            "placeholder_rate": m["placeholder_rate"], "truncated_rate": m["truncated_rate"],
                            "top_answers": answers, **sampled}
                     results.append(row)
+                    if args.json:  # after every variant: a run stopped early keeps what it measured
+                        save(args.json, bf16, args, results)
                     copied = " ".join(f"{k} {v:.2f}" for k, v in m["placeholder_rate"].items())
                     print(f"{ds:8s} {template:5s} {variant:14s} in format: sampled {sampled['sampled_exact_format_rate']:.3f} "
                           f"greedy {m['exact_format_rate']:.3f}  greedy accuracy {m['accuracy']:.3f}  greedy copies "
@@ -112,9 +120,6 @@ def main() -> None:
     print(f"{args.limit} validation examples per dataset (stratified, seed {args.seed}), SmolLM2-135M, greedy and "
           f"{args.samples} samples per prompt at T=1, {'bf16' if bf16 else 'float32'}; {where['cpu_id']}; "
           f"code {code_version()}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": where, "code": code_version(), "seed": args.seed,
-                                               "limit": args.limit, "bf16": bf16, "results": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
