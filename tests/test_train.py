@@ -163,3 +163,24 @@ def test_data_seed_keeps_the_subsets_while_the_training_seed_changes(tmp_path, t
     assert texts(seed1_data0) == texts(seed0) and held(seed1_data0) == held(seed0)
     assert texts(seed1) != texts(seed0)  # without --data-seed, --seed picks the subsets too
     assert seed1_data0.plan.batch_indices(0) != seed0.plan.batch_indices(0)  # the training order follows --seed
+
+
+def test_completions_log_has_each_steps_samples_and_is_cut_back_on_resume(tmp_path, tiny_path, mech_data):
+    make = lambda **kw: Trainer(cfg(tmp_path, tiny_path, mech_data, method="gta", max_steps=3, eval_every=0,  # noqa: E731
+                                    log_completions=4, num_generations=3), progress=False,
+                                reward_fn=varied_reward, **kw)
+    make().train(until=2)
+    path = tmp_path / "run" / "completions.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1] * 4 + [2] * 4
+    assert set(rows[0]) == {"step", "example", "sample", "gold", "guess", "think", "answer", "reward/total",
+                            "reward/format", "reward/accuracy", "guess_correct", "advantage", "truncated",
+                            "completion"}
+    assert [r["sample"] for r in rows[:4]] == [0, 0, 1, 1]  # spread over the step's 2 prompts first
+    assert all(r["completion"].startswith("<guess>") and r["reward/total"] == len(r["completion"]) % 3 for r in rows)
+    with path.open("a") as f:  # as if killed after logging step 3, before its checkpoint
+        f.write(json.dumps({"step": 3, "example": -1}) + "\n" + '{"step": 3, "cut sh')
+    resumed = make(resume=True)
+    resumed.train()
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1] * 4 + [2] * 4 + [3] * 4 and all(r["example"] >= 0 for r in rows)

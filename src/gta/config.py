@@ -69,6 +69,8 @@ class TrainConfig:
     save_every: int = _f(50, "checkpoint every N steps (and always at the end)")
     keep_checkpoints: int = _f(2, "how many checkpoints to keep")
     log_every: int = _f(1, "write metrics every N steps")
+    log_completions: int = _f(4, "write this many of each step's sampled completions (spread over its prompts) to "
+                                 "completions.jsonl: spans, rewards, advantage (0 = none; process 0's rollouts)")
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -87,6 +89,7 @@ class TrainConfig:
             ("ref_sync_steps", self.ref_sync_steps >= 0, ">= 0"), ("eval_every", self.eval_every >= 0, ">= 0"),
             ("eval_limit", self.eval_limit >= 1, ">= 1"), ("save_every", self.save_every >= 1, ">= 1"),
             ("keep_checkpoints", self.keep_checkpoints >= 0, ">= 0"), ("log_every", self.log_every >= 1, ">= 1"),
+            ("log_completions", self.log_completions >= 0, ">= 0"),
             ("max_prompt_length", self.max_prompt_length >= 1, ">= 1"),
             ("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1"),
             ("train_limit", self.train_limit is None or self.train_limit >= 1, ">= 1"),

@@ -1,5 +1,6 @@
-"""The run folder's files other than checkpoints: the config check on start and resume, metrics.jsonl (cut back
-to the checkpoint on resume) and TensorBoard. Only process 0 calls the writing functions."""
+"""The run folder's files other than checkpoints: the config check on start and resume, metrics.jsonl and
+completions.jsonl (cut back to the checkpoint on resume) and TensorBoard. Only process 0 calls the writing
+functions."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,9 @@ from .config import ConfigError, TrainConfig
 # Config fields that may change on --resume without changing the steps already taken (output: the folder was moved).
 # max_steps and epochs may grow (train longer: the learning-rate schedule then decays over the new total from the
 # resumed step on).
-RESUMABLE_CHANGES = {"output", "eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs"}
+RESUMABLE_CHANGES = {"output", "eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs",
+                     "log_completions"}
+LOGS = ("metrics.jsonl", "completions.jsonl")  # one JSON object with a "step" per line
 
 
 def check(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
@@ -30,21 +33,27 @@ def check(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop the metrics logged after the checkpoint of `step` (those steps run again) and a line cut short by a
-    kill; rewritten atomically."""
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
-        return
-    keep = []
-    for line in metrics.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
-    tmp = metrics.with_name("metrics.jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(metrics)
+    """Drop the metrics and completions logged after the checkpoint of `step` (those steps run again) and a line
+    cut short by a kill; each file rewritten atomically."""
+    for name in LOGS:
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass
+        tmp = path.with_name(name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(path)
+
+
+def append_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 class MetricsLog:

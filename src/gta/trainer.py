@@ -213,7 +213,8 @@ class Trainer:
             self._resume(resume_from)
         elif self.engine.is_main:
             write_json_atomic(self.run_dir / "labels.json", self.labels)
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)  # from a run killed before its first checkpoint
+            for name in runfolder.LOGS:  # from a run killed before its first checkpoint
+                (self.run_dir / name).unlink(missing_ok=True)
         if self.engine.is_main:  # on resume, the settings that may change (e.g. a longer run) are the run's now
             cfg.save(self.run_dir / "config.json")
         self.engine.barrier()
@@ -295,12 +296,13 @@ class Trainer:
         m: dict[str, float] = {}
         with timed(m, "rollout_s"):  # 2. rollout: G completions per prompt from one prefill each
             ro = self.rollout(idx, step, positions)
-        rewards = self.rewards(ro, m)  # 3. rewards [B, G]
+        rewards, parts = self.rewards(ro, m)  # 3. rewards [B, G]
         informative = (rewards.std(dim=1) > 0).double().sum()  # groups whose rewards differ: they carry an advantage
         m["groups/informative"] = float(informative) / len(idx)
         # With none in the whole step (all processes), g_RL has no direction for the conflict rule to test.
         rl_signal = bool(self.engine.sum_scalars(informative.reshape(1).to(self.device)) > 0)
         advantages = losses.group_advantages(rewards).view(-1).to(self.device)  # 4. advantages [B*G]
+        self.log_completions(step + 1, ro, parts, advantages)
         micro = self.micro_batches(ro, advantages, gta)  # 5. masks, per micro-batch
         m["completion_length"] = float(ro.lengths.mean())
         if self.reference is not None:  # 6. reference log-probs (no grad)
@@ -381,8 +383,9 @@ class Trainer:
         truncated = [len(r) >= limit and r[-1] not in stops for r in rows]
         return Rollouts(idx, ids, cmask, rows, texts, cmask.sum(dim=1).float(), truncated, sampler_logp)
 
-    def rewards(self, ro: Rollouts, m: dict) -> torch.Tensor:
-        """Format + accuracy of each completion, [B, G]; the means (and the guess's accuracy) go into `m`."""
+    def rewards(self, ro: Rollouts, m: dict) -> tuple[torch.Tensor, list[dict]]:
+        """Format + accuracy of each completion, [B, G], and each completion's reward parts; the means (and the
+        guess's accuracy) go into `m`."""
         G = self.cfg.num_generations
         golds = [self.train_examples[i].label for i in ro.prompt_ids for _ in range(G)]
         parts = [self.reward_fn(t, g, self.template, labels=self.labels, truncated=cut)
@@ -392,7 +395,24 @@ class Trainer:
         if self.template == "gta":
             m["guess/accuracy"] = sum(p["guess"] for p in parts) / len(parts)
         m.update(completion_stats(ro.texts, ro.truncated, self.template))
-        return torch.tensor([p["total"] for p in parts], dtype=torch.float32).view(len(ro.prompt_ids), G)
+        return torch.tensor([p["total"] for p in parts], dtype=torch.float32).view(len(ro.prompt_ids), G), parts
+
+    def log_completions(self, step: int, ro: Rollouts, parts: list[dict], advantages: torch.Tensor) -> None:
+        """completions.jsonl: --log-completions of this step's completions (process 0's), the first sample of each
+        prompt, then the second, ...: step, training example, gold label, spans, rewards, advantage, the text."""
+        n, G = self.cfg.log_completions, self.cfg.num_generations
+        if not (n and self.engine.is_main):
+            return
+        rows = sorted(range(len(ro.texts)), key=lambda r: (r % G, r // G))[:n]
+        records = []
+        for r in rows:
+            i, p = ro.prompt_ids[r // G], prompts.parse(ro.texts[r], self.template, self.labels)
+            records.append({"step": step, "example": i, "sample": r % G, "gold": self.train_examples[i].label,
+                            "guess": p.guess, "think": p.think, "answer": p.answer,
+                            **{"guess_correct" if k == "guess" else f"reward/{k}": v for k, v in parts[r].items()},
+                            "advantage": float(advantages[r]),
+                            "truncated": ro.truncated[r], "completion": ro.texts[r]})
+        runfolder.append_jsonl(self.run_dir / "completions.jsonl", records)
 
     def micro_batches(self, ro: Rollouts, advantages: torch.Tensor, gta: bool) -> list[MicroBatch]:
         """The rollouts in micro-batches of prompts, each with its G completions, trimmed to its longest one. The
