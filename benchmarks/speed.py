@@ -85,9 +85,9 @@ def variable_length(model, sampler, tok, B: int, G: int, max_new: int, repeats: 
     P = batch.input_ids.shape[1]
     stop = sorted({tok.eos_token_id, tok.pad_token_id})
 
-    def ours(compact):
+    def ours(compact):  # as the trainer samples: with the sampled tokens' log-probs
         return lambda: rollout.generate(sampler, batch, G, max_new, stop, tok.pad_token_id, 1.0,
-                                        torch.Generator().manual_seed(0), compact=compact)
+                                        torch.Generator().manual_seed(0), compact=compact, logprobs=True)[:2]
 
     def plain():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), autocast_head(model):
@@ -227,13 +227,13 @@ def main() -> None:
     # as the trainer does: with bf16 a bf16 copy of the weights, synced per rollout; in fp32 the model itself
     sampler = copy.deepcopy(model).to(torch.bfloat16) if bf16 else model
 
-    def ours_rollout():
+    def ours_rollout(logprobs=True):  # as the trainer samples: with the sampled tokens' log-probs (rollout/logprob_gap)
         if sampler is not model:
             with torch.no_grad():
                 for s, p in zip(sampler.parameters(), model.parameters()):
                     s.copy_(p)
         return rollout.generate(sampler, batch, G, L, stop_ids=[-1], pad_id=tok.pad_token_id, temperature=1.0,
-                                generator=torch.Generator().manual_seed(0))
+                                generator=torch.Generator().manual_seed(0), logprobs=logprobs)[:2]
 
     def plain_rollout(dtype):
         def run():
@@ -265,7 +265,8 @@ def main() -> None:
     def plain_update():
         plain_update_pass(model, batch, ids, cmask, G, loss_of, params, bf16)
 
-    variants = {"rollout_ours": ours_rollout, "rollout_plain_fp32": plain_rollout("fp32"),
+    variants = {"rollout_ours": ours_rollout, "rollout_ours_no_logprobs": lambda: ours_rollout(False),
+                "rollout_plain_fp32": plain_rollout("fp32"),
                 **({"rollout_plain_bf16": plain_rollout("bf16")} if bf16 else {}),
                 "update_ours": ours_update, "update_plain": plain_update,
                 **({"update_ours_bf16_head": ours_update_bf16_head} if bf16 else {})}
@@ -296,6 +297,7 @@ def main() -> None:
         "update_vs_plain": med["update_plain"] / med["update_ours"],
         "useful_gflops": useful / med["update_ours"] / 1e9,
     }
+    res["rollout_logprobs_cost"] = med["rollout_ours"] / med["rollout_ours_no_logprobs"]  # time with / without
     if bf16:
         res["rollout_vs_plain_bf16"] = med["rollout_plain_bf16"] / med["rollout_ours"]
         res["fp32_head_cost"] = med["update_ours"] / med["update_ours_bf16_head"]  # time with / without it
@@ -306,7 +308,8 @@ def main() -> None:
     for k in ("update_ours", "update_plain") + (("update_ours_bf16_head",) if bf16 else ()):
         print(f"{k:<28} {med[k]:8.2f} s  {tokens / med[k]:8.1f} completion tokens/s")
     print(f"rollout: ours / plain generate fp32 = {res['rollout_vs_plain']:.2f}x"
-          + (f", bf16 = {res['rollout_vs_plain_bf16']:.2f}x" if bf16 else ""))
+          + (f", bf16 = {res['rollout_vs_plain_bf16']:.2f}x" if bf16 else "")
+          + f"; returning the sampled tokens' log-probs costs {res['rollout_logprobs_cost']:.2f}x the time")
     print(f"update:  ours / plain pass = {res['update_vs_plain']:.2f}x; useful {res['useful_gflops']:.1f} GFLOP/s = "
           f"{res['flops_fraction']:.0%} of the {prec} ceiling (both with the fp32 LM head of training)")
     if bf16:
