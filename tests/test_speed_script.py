@@ -27,8 +27,9 @@ def test_speed_script_writes_every_figure_in_this_cpus_precision(tmp_path, mech_
     for key in ("rollout_vs_plain", "update_vs_plain", "flops_fraction", "useful_gflops"):
         assert res[key] > 0, key
     assert ("rollout_vs_plain_bf16" in res) == (prec == "bf16")  # plain generate under bf16 autocast: bf16 CPUs only
-    assert set(res["rollout_tokens_per_s"]) == {"rollout_ours", "rollout_plain_fp32"} | (
+    assert set(res["rollout_tokens_per_s"]) == {"rollout_ours", "rollout_ours_no_logprobs", "rollout_plain_fp32"} | (
         {"rollout_plain_bf16"} if prec == "bf16" else set())
+    assert res["rollout_logprobs_cost"] > 0 and ("fp32_head_cost" in res) == (prec == "bf16")
     var = res["variable_length"]
     assert var[f"rollout_vs_plain_{prec}"] > 0 and var["update_vs_plain"] > 0
     assert f"{prec} matmul ceiling" in run.stdout
