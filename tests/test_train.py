@@ -184,3 +184,10 @@ def test_completions_log_has_each_steps_samples_and_is_cut_back_on_resume(tmp_pa
     resumed.train()
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     assert [r["step"] for r in rows] == [1] * 4 + [2] * 4 + [3] * 4 and all(r["example"] >= 0 for r in rows)
+
+
+def test_start_up_summary_says_prompts_and_completions_per_step(tmp_path, tiny_path, mech_data, capsys):
+    Trainer(cfg(tmp_path, tiny_path, mech_data, method="gta", batch_size=2, num_generations=3), progress=False)
+    out = capsys.readouterr().out
+    assert "2 prompts x G=3 = 6 completions per step over 1 process (2 prompts each), 2 steps from step 0" in out
+    assert "float32" in out and "8 training examples" in out and str(tmp_path / "run") in out

@@ -38,7 +38,8 @@ class TrainConfig:
     device: str = _f("auto", "auto | cpu | cuda")
     trust_remote_code: bool = _f(False, "allow model code from the hub")
     # batching and optimisation
-    batch_size: int = _f(4, "prompts per step (paper: per-device batch 4)")
+    batch_size: int = _f(4, "prompts per optimizer step over all processes; completions per step = batch x G "
+                            "(TRL's per-device batch counts completions)")
     micro_batch_size: int = _f(2, "prompts per forward/backward; gradients are accumulated over a step")
     max_steps: int | None = _f(None, "stop after this many steps (default: --epochs passes over the data)")
     epochs: float = _f(1.0, "passes over the train subset when --max-steps is not given (paper: 3-4)")

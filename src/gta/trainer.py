@@ -217,8 +217,25 @@ class Trainer:
                 (self.run_dir / name).unlink(missing_ok=True)
         if self.engine.is_main:  # on resume, the settings that may change (e.g. a longer run) are the run's now
             cfg.save(self.run_dir / "config.json")
+            print(self.summary())
         self.engine.barrier()
         self.metrics_log = runfolder.MetricsLog(self.run_dir) if self.engine.is_main else None
+
+    def summary(self) -> str:
+        """What the run is: model, device and precision, parameters, data, and the batch in prompts and completions
+        (TRL counts a per-device batch in completions; gta's --batch-size counts prompts over all processes)."""
+        cfg, world = self.cfg, self.engine.world
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.params)
+        if self.engine.sharded:  # local shards: the whole model's counts are N times what one process holds
+            total, trainable = total * world, trainable * world
+        per_step = (f"{cfg.batch_size} prompts x G={cfg.num_generations} = {cfg.batch_size * cfg.num_generations} "
+                    f"completions per step" if cfg.uses_rl else f"{cfg.batch_size} examples per step")
+        return (f"[gta] {cfg.method} on {cfg.model}: {self.device.type}, "
+                f"{'bf16 autocast' if self.bf16 else 'float32'}, {trainable:,} of {total:,} parameters trained; "
+                f"{len(self.train_examples)} training examples, {per_step} over {world} process"
+                f"{'es' if world > 1 else ''} ({cfg.batch_size // world} prompts each), {self.total_steps} steps from "
+                f"step {self.step}; run folder {self.run_dir}")
 
     def _resume(self, path: Path) -> None:
         ref = dict(zip(self.names, self.reference)) if self.reference is not None else None
