@@ -63,8 +63,8 @@ def sampled_format_rate(model, tok, examples, labels, template, samples: int, bf
         for row, m in zip(ids.tolist(), mask):
             valid = row[: int(m.sum())]
             p = prompts.parse(prompts.prime(template) + tok.decode(valid, skip_special_tokens=True), template, labels)
-            exact += p.exact and not (len(valid) >= 96 and valid[-1] not in stop)
-            copied += prompts.is_placeholder(p.answer, word)
+            exact += p.exact and not rollout.cut_at_limit(valid, 96, stop)
+            copied += prompts.label_matches(p.answer, word)
             total += 1
     return {"sampled_exact_format_rate": exact / total, "sampled_placeholder_answer_rate": copied / total,
             "samples": total}

@@ -44,7 +44,7 @@ def generate_outputs(model, tokenizer, prompt_texts: list[str], max_new_tokens: 
         for i, row, m in zip(chunk, ids.tolist(), mask):
             valid = row[: int(m.sum())]
             out[i] = tokenizer.decode(valid, skip_special_tokens=True)
-            cut[i] = len(valid) >= max_new_tokens and valid[-1] not in stop
+            cut[i] = rollout.cut_at_limit(valid, max_new_tokens, stop)
     return out, cut
 
 
@@ -88,8 +88,8 @@ def constrained_answers(model, tokenizer, prompt_texts: list[str], outputs: list
     """Answer decoding constrained to the label set, for templates that reason first (think, gta): each
     output is kept as the model wrote it up to its `<answer>` tag, and the answer is the label maximising
     log P(label + `</answer>` | prompt, output up to the tag). None where the output does not reach the tag
-    in format (guess and think spans closed, in order, the guess a label). The kept text is tokenized again, which can split
-    it differently from the decoded tokens."""
+    in format (guess and think spans closed, in order, the guess a label). The kept text is tokenized again, which
+    can split it differently from the decoded tokens."""
     check_reasons_first(template)
     keep, texts = [], []
     for i, (prompt, out) in enumerate(zip(prompt_texts, outputs)):
@@ -130,7 +130,7 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
         ans, g = canonical_label(p.answer, labels), canonical_label(ex.label, labels)  # the train set's spelling
         records.append({"text": ex.text, "gold": g, "guess": p.guess, "think": p.think, "answer": p.answer,
                         "exact_format": p.exact and not truncated, "truncated": truncated, "correct": ans == g,
-                        "placeholder": sorted(k for k, w in marks.items() if prompts.is_placeholder(getattr(p, k), w)),
+                        "placeholder": sorted(k for k, w in marks.items() if prompts.label_matches(getattr(p, k), w)),
                         "output": out})
         gold.append(g)
         answer.append(ans)

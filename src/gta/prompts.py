@@ -142,15 +142,11 @@ def parse(output: str, template: str, labels: list[str] | None = None) -> Parsed
 
 def placeholders(template: str) -> dict[str, str]:
     """The words a copy of the template's format line would put in each span, e.g. {"think": "reasoning",
-    "answer": "label"}: what the metrics count as a copied placeholder (`completions/placeholder_*`)."""
+    "answer": "label"}: what the metrics count as a copied placeholder (`completions/placeholder_*`), a span that
+    `label_matches` the word."""
     p = parse(TEMPLATES[template][1], template)
     spans = {"guess": p.guess, "think": p.think, "answer": p.answer}
     return {k: v for k, v in spans.items() if v}
-
-
-def is_placeholder(span: str | None, placeholder: str | None) -> bool:
-    """The span is the format line's placeholder word (after the labels' case/whitespace normalisation)."""
-    return span is not None and placeholder is not None and normalize_label(span) == normalize_label(placeholder)
 
 
 def label_matches(predicted: str | None, gold: str) -> bool:

@@ -197,6 +197,12 @@ def generate(model, prompts: Prompts, num_samples: int, max_new_tokens: int, sto
             pos = pos + 1
 
 
+def cut_at_limit(row: list[int], max_new_tokens: int, stop_ids) -> bool:
+    """A completion's valid tokens ran to `max_new_tokens` without ending on a stop token: cut, not finished (not in
+    format, whatever it holds)."""
+    return len(row) >= max_new_tokens and row[-1] not in stop_ids
+
+
 def length_chunks(lengths: torch.Tensor, rows_per_chunk: int) -> list[torch.Tensor]:
     """Row indices grouped by length (longest first), `rows_per_chunk` rows a group: each group is then
     trimmed to its own longest row, so short completions are not padded to the longest of the batch."""

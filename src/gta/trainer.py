@@ -143,7 +143,7 @@ def completion_stats(texts: list[str], truncated: list[bool], template: str) -> 
     parsed = [prompts.parse(t, template) for t in texts]
     out = {"completions/truncated": sum(truncated) / len(texts)}
     for span, word in prompts.placeholders(template).items():
-        out[f"completions/placeholder_{span}"] = sum(prompts.is_placeholder(getattr(p, span), word)
+        out[f"completions/placeholder_{span}"] = sum(prompts.label_matches(getattr(p, span), word)
                                                      for p in parsed) / len(texts)
     return out
 
@@ -358,13 +358,12 @@ class Trainer:
                            "grad_norm/sft": info["norm_sft"], "grad_norm/rl": info["norm_rl"]})
             else:
                 grads = [cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this update is taken with
             norm = self.update(grads)  # the combined gradient's norm, before clipping
             means.add({"grad_norm": norm})
-            if gta:
-                means.add({"conflict/update_cosine_rl": self.update_cosine_rl(grads, g_sft, info, norm, lr)})
             if gta:  # the RL gradient's share of the update (0 where SFT alone is applied: no RL signal)
-                means.add({"rl_share": abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["rl_signal"] else 0.0})
+                means.add({"rl_share": abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["rl_signal"] else 0.0,
+                           "conflict/update_cosine_rl": self.update_cosine_rl(grads, g_sft, info, norm, lr)})
         # the mean entropy of pi_old over the sampled tokens: a collapse onto one output shows as it falling to ~0
         m["entropy"] = entropy_sum / max(1.0, float(ro.lengths.sum()))
         # the mean |log pi_sampler - log pi_old| over sampled tokens: the sampler (a bf16 copy, or another engine)
@@ -396,8 +395,7 @@ class Trainer:
             self.tokenizer.pad_token_id, self.cfg.temperature, self.plan.generators(step, positions), logprobs=True)
         rows = [c[: int(n.sum())] for c, n in zip(ids.tolist(), cmask)]  # valid tokens of each row
         texts = [prompts.prime(self.template) + self.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
-        stops, limit = set(self.stop_ids), self.cfg.max_completion_length
-        truncated = [len(r) >= limit and r[-1] not in stops for r in rows]
+        truncated = [rollout.cut_at_limit(r, self.cfg.max_completion_length, self.stop_ids) for r in rows]
         return Rollouts(idx, ids, cmask, rows, texts, cmask.sum(dim=1).float(), truncated, sampler_logp)
 
     def rewards(self, ro: Rollouts, m: dict) -> tuple[torch.Tensor, list[dict]]:
