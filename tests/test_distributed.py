@@ -4,6 +4,7 @@ the weights, gradients and AdamW states; checkpoints resume on another number of
 Face folder loads with transformers."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate CLI not installed")
-COMPARED = ("loss/rl", "loss/sft", "grad_norm", "reward/total", "kl", "conflict/cosine", "conflict/sft_dropped")
+COMPARED = ("loss/rl", "loss/sft", "grad_norm", "reward/total", "kl", "conflict/cosine", "conflict/sft_dropped",
+            "eval/accuracy", "eval/f1")
 MEMORY = ("memory/params_mb", "memory/grads_mb", "memory/optimizer_mb", "memory/reference_mb")
 STEPS = 3
 
@@ -31,6 +33,7 @@ def run(out, tiny_path, mech_data, method, procs, launcher="torchrun", extra=())
             "--micro-batch-size", "1", "--num-generations", "3", "--num-iterations", "2", "--ref-sync-steps", "2",
             "--max-completion-length", "10", "--max-prompt-length", "128", "--learning-rate", "1e-4",
             "--no-bf16", "--device", "cpu", "--save-every", "1", "--keep-checkpoints", "3", "--output", str(out),
+            "--eval-every", str(STEPS), "--eval-limit", "5",  # each process decodes its share (here 2 and 3)
             "--no-progress", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     if procs == 1:
@@ -43,6 +46,7 @@ def run(out, tiny_path, mech_data, method, procs, launcher="torchrun", extra=())
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert ("FSDP2 training on 2 processes" in r.stdout) == (procs == 2)
+    (out / "stdout.txt").write_text(r.stdout)
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -53,7 +57,7 @@ def weights(out, step=STEPS):
 
 
 def assert_same_training(m1, m2, w1, w2):
-    assert len(m1) == len(m2) == STEPS
+    assert len(m1) == len(m2) == STEPS and "eval/accuracy" in m1[-1] and "eval/accuracy" in m2[-1]
     for a, b in zip(m1, m2):
         for key in COMPARED:
             if key in a:
@@ -71,12 +75,16 @@ def back_to(out, step):
 
 
 @pytest.mark.parametrize("method,launcher,extra", [("sft", "torchrun", ()), ("grpo", "accelerate", ()),
-                                                   ("gta", "torchrun", ("--lora-r", "4"))])
+                                                   ("gta", "torchrun", ("--lora-r", "4")),
+                                                   ("gta", "torchrun", ("--gradient-checkpointing",))])
 def test_two_processes_match_one(tmp_path, tiny_path, mech_data, method, launcher, extra):
     m1 = run(tmp_path / "one", tiny_path, mech_data, method, 1, extra=extra)
     m2 = run(tmp_path / "two", tiny_path, mech_data, method, 2, launcher, extra=extra)
     assert_same_training(m1, m2, weights(tmp_path / "one"), weights(tmp_path / "two"))
-    if extra:  # LoRA: FSDP2 shards the frozen base and the adapter alike
+    counts = [re.search(r"[\d,]+ of [\d,]+ parameters trained", (tmp_path / d / "stdout.txt").read_text()).group()
+              for d in ("one", "two")]
+    assert counts[0] == counts[1]  # the start-up line counts the whole model on any number of processes
+    if "--lora-r" in extra:  # LoRA: FSDP2 shards the frozen base and the adapter alike
         assert m2[-1]["memory/frozen_mb"] == pytest.approx(m1[-1]["memory/frozen_mb"] / 2, rel=0.02)
 
 

@@ -34,7 +34,18 @@ class TrainConfig:
     # model and precision
     lora_r: int = _f(0, "LoRA rank; 0 = full fine-tuning")
     lora_alpha: int = _f(32, "LoRA alpha")
+    lora_dropout: float = _f(0.0, "dropout on the LoRA adapters' input (sft only: RL methods run without dropout)")
+    lora_target_modules: str = _f("all-linear", "modules that get adapters: all-linear, or a comma list such as "
+                                                "q_proj,k_proj,v_proj,o_proj")
     bf16: bool = _f(True, "bf16 autocast (CPU with avx512_bf16, or CUDA)")
+    dtype: str = _f("auto", "precision the frozen base weights of a LoRA run are held in: auto = bfloat16 with bf16 "
+                            "autocast, else float32 (full fine-tuning always keeps float32 master weights)",
+                    choices=("auto", "float32", "bfloat16"))
+    gradient_checkpointing: bool = _f(False, "recompute each decoder layer's activations in the backward instead of "
+                                             "keeping them (about a third more compute for much less memory)")
+    attn_implementation: str = _f("sdpa", "attention kernel of the model: sdpa | eager | flash_attention_2 (CUDA, "
+                                          "needs the flash-attn package)",
+                                  choices=("sdpa", "eager", "flash_attention_2"))
     device: str = _f("auto", "auto | cpu | cuda")
     trust_remote_code: bool = _f(False, "allow model code from the hub")
     # batching and optimisation
@@ -98,6 +109,16 @@ class TrainConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise ConfigError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"unknown --dtype {self.dtype!r}; choose auto, float32 or bfloat16")
+        if self.dtype == "bfloat16" and self.lora_r == 0:
+            raise ConfigError("--dtype bfloat16 sets the frozen base of a LoRA run (--lora-r > 0); full fine-tuning "
+                              "keeps float32 master weights (bf16 compute comes from --bf16)")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
+            raise ConfigError(f"unknown --attn-implementation {self.attn_implementation!r}; choose sdpa, eager or "
+                              "flash_attention_2")
         if self.sft_reduction not in ("mean", "sum"):
             raise ConfigError(f"unknown --sft-reduction {self.sft_reduction!r}; choose mean or sum")
         if not self.temperature > 0:

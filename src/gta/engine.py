@@ -71,6 +71,19 @@ def memory_mb(groups: dict[str, list[torch.Tensor]]) -> dict[str, float]:
             for name, tensors in groups.items()}
 
 
+@torch.no_grad()
+def materialize(module, device: torch.device) -> None:
+    """Allocate a module whose parameters are on the meta device (uninitialised), keeping its buffers' values (rotary
+    frequencies: computed at construction, not in any state dict)."""
+    buffers = dict(module.named_buffers())
+    module.to_empty(device=device)
+    for name, b in module.named_buffers():
+        b.copy_(buffers[name])
+    # to_empty gives each module's parameter its own storage, which unties tied embeddings (except FSDP2's DTensors,
+    # swapped in place): tie them again
+    (module.get_base_model() if hasattr(module, "get_base_model") else module).tie_weights()
+
+
 class Engine:
     """The process group, the model's wrapping, and the gradient handling of a step (accumulate, reduce, combine,
     clip, step). With one process every method is the plain single-device operation."""
@@ -123,22 +136,41 @@ class Engine:
         fully_shard(model, reshard_after_forward=True, **kwargs)
         return model
 
-    def sampler(self, model, bf16: bool):
+    def sampler(self, model, bf16: bool, share: bool = False):
         """The model rollouts sample from. One process: the policy itself in float32, or a bf16 copy (decoding with
-        bf16 weights is faster than fp32 weights under autocast, which re-casts every weight at every token).
-        Several: a whole copy (bf16 or float32), refreshed from the shards before each rollout: decoding from the
-        sharded policy would all-gather every layer at every decoded token (docs/design.md, "Several processes").
-        Call before `wrap`."""
-        if not (bf16 or self.sharded):
+        bf16 weights is faster than fp32 weights under autocast, which re-casts every weight at every token), or
+        the policy itself when `share` (its bulk is already bf16: a LoRA run's frozen base). Several: a whole copy
+        (bf16 or float32), refreshed from the shards before each rollout: decoding from the sharded policy would
+        all-gather every layer at every decoded token (docs/design.md, "Several processes"). Call before `wrap`."""
+        if not self.sharded and (share or not bf16):
             return model
         return copy.deepcopy(model).to(torch.bfloat16 if bf16 else torch.float32).eval()
 
     @torch.no_grad()
-    def refresh(self, sampler, model) -> None:
-        """Bring the sampler copy up to date with the policy's trainable tensors (gathered from the shards)."""
-        for s, p in zip(sampler.parameters(), model.parameters()):
-            if p.requires_grad:
+    def refresh(self, sampler, model, frozen_too: bool = False) -> None:
+        """Bring the sampler copy up to date with the policy's trainable tensors (gathered from the shards, one at
+        a time), and its frozen ones too if asked."""
+        ours, theirs = list(sampler.named_parameters()), list(model.named_parameters())
+        if [n for n, _ in ours] != [n for n, _ in theirs]:
+            raise RuntimeError("the sampler copy's parameters do not match the policy's")
+        for (_, s), (_, p) in zip(ours, theirs):
+            if p.requires_grad or frozen_too:
                 s.copy_(full(p))
+
+    def fill(self, model, whole, sampler) -> None:
+        """Give the sharded policy, built on the meta device (`load_model(empty=True)`) and wrapped, its weights:
+        process 0 holds the whole model (`whole`, on the CPU) and broadcasts it tensor by tensor, each process keeping
+        its shards (torch.distributed.checkpoint's broadcast_from_rank0). Then the sampler copy, also built on the
+        meta device, is filled from the shards. No process other than 0 ever holds the whole model in its training
+        precision (the sampler is a whole copy on each, in its sampling precision, by design)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        materialize(model, self.device)
+        set_model_state_dict(model, whole.state_dict() if self.is_main else {},
+                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        if sampler is not model:
+            materialize(sampler, self.device)
+            self.refresh(sampler, model, frozen_too=True)
 
     @contextlib.contextmanager
     def swapped(self, params: list[torch.Tensor], values: list[torch.Tensor]):
@@ -153,13 +185,21 @@ class Engine:
                 for i, p in enumerate(params):
                     p.data, values[i] = values[i], p.data
             return
-        shards = [local(p.detach()) for p in params]
-        saved = [s.clone() for s in shards]
-        torch._foreach_copy_(shards, [local(v) for v in values])
+        shards, others = [local(p.detach()) for p in params], [local(v) for v in values]
+        self._exchange(shards, others)
         try:
             yield
         finally:
-            torch._foreach_copy_(shards, saved)
+            self._exchange(shards, others)
+
+    @staticmethod
+    @torch.no_grad()
+    def _exchange(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+        """Swap the contents of a[i] and b[i] in place, one tensor's copy at a time (not a copy of all of them)."""
+        for x, y in zip(a, b):
+            tmp = x.clone()
+            x.copy_(y)
+            y.copy_(tmp)
 
     # ------------------------------------------------------------------ gradients
     def backward(self, loss: torch.Tensor) -> None:
@@ -245,6 +285,14 @@ class Engine:
     @property
     def comm_device(self) -> torch.device:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def gather(self, items: list) -> list:
+        """Every process's list, joined in process order (on every process)."""
+        if not self.sharded:
+            return items
+        parts = [None] * self.world
+        dist.all_gather_object(parts, items)
+        return [x for part in parts for x in part]
 
     def barrier(self) -> None:
         if self.sharded:

@@ -226,11 +226,21 @@ def write_results(out_dir: Path, metrics: dict, records: list[dict]) -> None:
 
 
 def training_metrics(model, tokenizer, examples: list[data.Example], labels: list[str], template: str,
-                     max_new_tokens: int, max_prompt_length: int) -> dict[str, float]:
-    """eval/accuracy, eval/f1 (weighted) and, for gta, eval/guess_accuracy: the figures logged during training."""
-    result, _ = evaluate_examples(model, tokenizer, examples, labels, template, max_new_tokens, max_prompt_length,
-                                  bf16=False, progress=False)
-    out = {"eval/accuracy": result["accuracy"], "eval/f1": result["f1_weighted"]}
-    if "guess_accuracy" in result:
-        out["eval/guess_accuracy"] = result["guess_accuracy"]
+                     max_new_tokens: int, max_prompt_length: int, bf16: bool = False,
+                     gather=None) -> dict[str, float]:
+    """eval/accuracy, eval/f1 (weighted) and, for gta, eval/guess_accuracy: the figures logged during training.
+    `gather`: with several processes, each evaluates its share of the examples and `gather` joins every process's
+    records (Engine.gather), so the figures are those of the whole held-out subset."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    _, records = evaluate_examples(model, tokenizer, examples, labels, template, max_new_tokens, max_prompt_length,
+                                   bf16=bf16, progress=False) if examples else (None, [])
+    if gather is not None:
+        records = gather(records)
+    gold = [r["gold"] for r in records]
+    answer = [canonical_label(r["answer"], labels) for r in records]
+    out = {"eval/accuracy": accuracy_score(gold, answer),
+           "eval/f1": f1_score(gold, answer, labels=labels, average="weighted", zero_division=0)}
+    if template == "gta":
+        out["eval/guess_accuracy"] = accuracy_score(gold, [canonical_label(r["guess"], labels) for r in records])
     return out

@@ -6,6 +6,7 @@ normal float32 Hugging Face folder under `$GTA_CACHE` (default `~/.cache/gta`) a
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -132,44 +133,171 @@ def load_model(
     lora_alpha: int = 32,
     adapter: str | None = None,
     trust_remote_code: bool = False,
+    dtype: torch.dtype = torch.float32,
+    lora_dropout: float = 0.0,
+    lora_target_modules: str = "all-linear",
+    attn_implementation: str = "sdpa",
+    empty: bool = False,
 ):
-    """Load a causal LM in float32 (bf16 is applied by autocast), optionally with a LoRA adapter.
+    """Load a causal LM with its weights in `dtype` (float32 by default; bf16 compute is applied by autocast),
+    optionally with a LoRA adapter, whose weights are float32 whatever the base's dtype (PEFT's adapter autocast).
 
-    lora_r > 0 adds a fresh adapter on every linear layer; `adapter` loads a saved one (trainable).
+    lora_r > 0 adds a fresh adapter on `lora_target_modules` ("all-linear", or a comma list of module names such
+    as "q_proj,v_proj"); `adapter` loads a saved one (trainable). empty=True: the same model with its parameters on
+    the meta device (no memory, no file read; buffers real), to be sharded and then filled (`engine.Engine.load`).
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     source = resolve(name)
     try:
+        if empty:
+            from accelerate import init_empty_weights
+
+            config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+            with init_empty_weights(include_buffers=False):
+                model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                         attn_implementation=attn_implementation)
+            model.tie_weights()  # outside the block, whose register_parameter would make the tied weight a copy
+            with init_empty_weights(include_buffers=False):
+                return _with_lora(model, lora_r, lora_alpha, lora_dropout, lora_target_modules)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
-        )
+            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True,
+            attn_implementation=attn_implementation)
     except OSError as e:
         raise ModelError(f"could not load model {name!r} ({source}): {e}") from None
+    except (ImportError, ValueError) as e:  # e.g. flash_attention_2 without the flash-attn package or a GPU
+        if "attn" not in str(e).lower() and "attention" not in str(e).lower():
+            raise
+        raise ModelError(f"--attn-implementation {attn_implementation} cannot be used here: "
+                         f"{str(e).splitlines()[0]}") from None
     model.to(device)
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-    elif lora_r > 0:
+        model.config.use_cache = True
+        return model
+    return _with_lora(model, lora_r, lora_alpha, lora_dropout, lora_target_modules)
+
+
+def _with_lora(model, lora_r: int, lora_alpha: int, lora_dropout: float, lora_target_modules: str):
+    """A fresh LoRA adapter on the target modules (lora_r > 0), else the model as it is."""
+    if lora_r > 0:
         from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+        targets = lora_target_modules if lora_target_modules == "all-linear" else \
+            [m.strip() for m in lora_target_modules.split(",") if m.strip()]
+        config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=targets,
                             task_type="CAUSAL_LM")
-        model = get_peft_model(model, config)
+        try:
+            model = get_peft_model(model, config)  # adapters in float32 over a bf16 base (autocast_adapter_dtype)
+        except ValueError as e:  # target modules not found in the model
+            raise ModelError(f"--lora-target-modules {lora_target_modules!r}: {str(e).splitlines()[0]}") from None
     model.config.use_cache = True
     return model
+
+
+# The largest float32 logits block the memory-light log-prob path computes at once (`SelectedLogprobs`): 256 MiB,
+# ~440 positions of Qwen's 152k vocabulary, ~1,360 of SmolLM2's 49k. Below it, the plain path (one block) runs.
+LOGITS_CHUNK_BYTES = 256 * 2 ** 20
 
 
 class FP32Head(torch.nn.Linear):
     """An LM head that computes its logits in float32, also under bf16 autocast (which would run it in bf16: an
     absolute error of ~0.02-0.06 on logits of magnitude 10-30, the order of the ratio's 0.2 clip range once mu > 1).
-    TRL's `cast_lm_head_to_fp32` does the same for bf16 weights; here the head also leaves autocast."""
+    TRL's `cast_lm_head_to_fp32` does the same for bf16 weights; here the head also leaves autocast.
+
+    Two switches, set by context managers around a forward: `selecting` makes the forward return the log-probs of
+    given tokens (and their entropies) instead of the logits, without keeping (rows, positions, V) logits for the
+    backward (`SelectedLogprobs`); `sampling_head` gives the plain head back for rollouts that sample from the
+    policy itself (bf16 logits under autocast, as a separate sampler copy has)."""
+
+    select: tuple | None = None  # (target ids (n, w), temperature, entropy wanted) while `selecting`
+    entropy: torch.Tensor | None = None  # the last selecting forward's entropies (n, w), when wanted
+    plain = False  # while `sampling_head`
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.plain:
+            return super().forward(hidden)
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             bias = None if self.bias is None else self.bias.float()
-            return torch.nn.functional.linear(hidden.float(), self.weight.float(), bias)
+            if self.select is None:
+                return torch.nn.functional.linear(hidden.float(), self.weight.float(), bias)
+            ids, temperature, entropy = self.select
+            n, w, h = hidden.shape
+            if n * w * self.weight.shape[0] * 4 <= LOGITS_CHUNK_BYTES:  # fits one block: the plain logits
+                logits = torch.nn.functional.linear(hidden.float(), self.weight.float(), bias)
+                self.entropy = token_entropy(logits, temperature) if entropy else None
+                return token_logprobs(logits, ids, temperature)
+            logp, ent = SelectedLogprobs.apply(hidden.reshape(n * w, h), self.weight, bias, ids.reshape(-1),
+                                               temperature, entropy)
+            self.entropy = ent.view(n, w) if entropy else None
+            return logp.view(n, w)
+
+
+class SelectedLogprobs(torch.autograd.Function):
+    """log softmax(W h / T)[id] for each row of h, in float32, block by block of at most `LOGITS_CHUNK_BYTES` of
+    logits, and the backward recomputes each block's logits instead of keeping them: peak memory holds one block,
+    not (rows, V) (for Qwen's 152k vocabulary, 2.5 GB per 4,096 rows). With entropy=True, also the entropy of each
+    row's distribution (no gradient). The gradient: d/dz = g (onehot(id) - softmax(z)) / T, then dh = dz W and
+    dW = dz^T h, the same terms autograd forms for the plain path (tests/test_memory_path.py compares the two)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, ids, temperature, entropy):
+        rows = max(1, LOGITS_CHUNK_BYTES // (4 * weight.shape[0]))
+        logp = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
+        ent = hidden.new_zeros(hidden.shape[0], dtype=torch.float32) if entropy else None
+        lse = torch.empty_like(logp)
+        w32 = weight.float()
+        for s in range(0, hidden.shape[0], rows):
+            z = torch.nn.functional.linear(hidden[s:s + rows].float(), w32, bias) / temperature
+            lse[s:s + rows] = torch.logsumexp(z, dim=-1)
+            logp[s:s + rows] = z.gather(-1, ids[s:s + rows, None]).squeeze(-1) - lse[s:s + rows]
+            if entropy:  # H = lse - sum p z
+                ent[s:s + rows] = lse[s:s + rows] - (torch.softmax(z, dim=-1) * z).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, ids, lse)
+        ctx.temperature, ctx.rows = temperature, rows
+        if entropy:
+            ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        hidden, weight, bias, ids, lse = ctx.saved_tensors
+        T, rows = ctx.temperature, ctx.rows
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        w32 = weight.float()
+        dh = torch.zeros_like(hidden, dtype=torch.float32) if need_h else None
+        dw = torch.zeros_like(w32) if need_w else None
+        db = torch.zeros_like(bias) if need_b else None
+        for s in range(0, hidden.shape[0], rows):
+            h = hidden[s:s + rows].float()
+            z = torch.nn.functional.linear(h, w32, bias) / T
+            dz = -torch.exp(z - lse[s:s + rows, None])  # -softmax
+            dz.scatter_add_(-1, ids[s:s + rows, None], torch.ones_like(dz[:, :1]))
+            dz *= (grad[s:s + rows] / T)[:, None]
+            if need_h:
+                dh[s:s + rows] = dz @ w32
+            if need_w:
+                dw.addmm_(dz.t(), h)
+            if need_b:
+                db += dz.sum(0)
+        return (dh.to(hidden.dtype) if need_h else None, dw.to(weight.dtype) if need_w else None, db,
+                None, None, None)
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T)[ids] in float32 without materialising the full log-softmax, (N, L)."""
+    logits = logits.float() if temperature == 1 else logits.float() / temperature
+    return logits.gather(-1, ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+@torch.no_grad()
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of softmax(logits / T) in float32 at each position, (N, L): a metric, no gradient."""
+    z = logits.float() / temperature
+    logp = torch.log_softmax(z, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
 
 
 def fp32_head(model):
@@ -180,6 +308,73 @@ def fp32_head(model):
     if type(head) is torch.nn.Linear:
         head.__class__ = FP32Head
     return model
+
+
+@contextlib.contextmanager
+def selecting(model, ids: torch.Tensor, temperature: float = 1.0, entropy: bool = False):
+    """Within the block, the model's forward returns log softmax(z / T)[ids] as its `logits`, (n, w) float32 (and
+    the head's `entropy`, (n, w)), computed by `SelectedLogprobs`; yields the head, or None where the model's head
+    is not an `FP32Head` or the model changes its logits after the head (a final soft-cap): the caller then takes
+    the plain logits."""
+    head = model.get_output_embeddings()
+    config = getattr(model, "config", None)
+    if not isinstance(head, FP32Head) or getattr(config, "final_logit_softcapping", None):
+        yield None
+        return
+    head.select = (ids, temperature, entropy)
+    try:
+        yield head
+    finally:
+        head.select, head.entropy = None, None
+
+
+@contextlib.contextmanager
+def sampling_head(model):
+    """Rollouts sampled from the policy itself use its head as a plain Linear (as a bf16 sampler copy would)."""
+    head = model.get_output_embeddings()
+    if not isinstance(head, FP32Head):
+        yield
+        return
+    head.plain = True
+    try:
+        yield
+    finally:
+        head.plain = False
+
+
+def checkpoint_layers(model) -> int:
+    """Activation checkpointing of every decoder layer (the classes the model lists in `_no_split_modules`): under
+    grad, a layer keeps only its inputs and recomputes its activations in the backward. Unlike Hugging Face's
+    `gradient_checkpointing_enable`, it works in eval mode (RL methods run without dropout) and with a KV cache
+    (the shared-prefix pass back-propagates through the prompt's cache: `rollout.RecomputeSafeLayer`). Apply before
+    FSDP2's `fully_shard`, after the sampler's copy. Returns the number of layers wrapped."""
+    import functools
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    blocks = set(getattr(base, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in blocks]
+    if not layers:
+        raise ConfigError(f"{type(base).__name__} names no decoder-layer class (_no_split_modules); "
+                          "--gradient-checkpointing needs one")
+    for layer in layers:
+        layer.forward = functools.partial(_checkpointed, layer.forward)
+    return len(layers)
+
+
+def _checkpointed(forward, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.checkpoint import checkpoint
+
+    # The recompute runs in the backward, outside the forward's `sdpa_kernel` block (rollout.attention_backend):
+    # it must use the same attention kernels, or it saves other tensors (torch restores autocast, not this)
+    flags = torch.backends.cuda
+    backends = [b for b, on in ((SDPBackend.MATH, flags.math_sdp_enabled()), (SDPBackend.FLASH_ATTENTION,
+                flags.flash_sdp_enabled()), (SDPBackend.EFFICIENT_ATTENTION, flags.mem_efficient_sdp_enabled()),
+                (SDPBackend.CUDNN_ATTENTION, flags.cudnn_sdp_enabled())) if on]
+    return checkpoint(forward, *args, use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), sdpa_kernel(backends)), **kwargs)
 
 
 def tiny_model(path: str | Path, vocab_from: str | None = None, seed: int = 0) -> Path:

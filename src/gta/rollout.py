@@ -16,6 +16,7 @@ from transformers import Cache, DynamicCache
 from transformers.cache_utils import DynamicLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .models import selecting, token_entropy, token_logprobs  # noqa: F401 (token_*: re-exported)
 from .prompts import span_end_token
 
 # The KV cache's name in a model's forward and output: recent transformers 5.x releases (5.24 among them) renamed
@@ -73,12 +74,32 @@ def attention_backend(device: torch.device):
     return sdpa_kernel(SDPBackend.MATH)
 
 
+class RecomputeSafeLayer(DynamicLayer):
+    """The KV-cache layer of a differentiable pass, which a forward writes once (the prompt's keys and values, or a
+    suffix's after the prompt's). Under activation checkpointing (`models.checkpoint_layers`) the backward runs
+    each decoder layer's forward again, and its second `update` must return what the first did, not append the
+    same keys a second time: Hugging Face's checkpointing drops the cache for that reason, which would cut the
+    gradient path from the completions back through the shared prompt."""
+
+    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None):
+        super().__init__()
+        self._out = None
+        if keys is not None:
+            self.lazy_initialization(keys, values)
+            self.keys, self.values = keys, values
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if self._out is None:
+            self._out = super().update(key_states, value_states, *args, **kwargs)
+        return self._out
+
+
 def prompt_forward(model, prompts: Prompts):
     """One forward over the B prompts. Returns the per-layer (key, value) tensors and the logits of the
     last prompt position, (B, V), which predict the first completion token."""
     pos = (prompts.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     out = model(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask, position_ids=pos,
-                use_cache=True, logits_to_keep=1, **{CACHE: DynamicCache()})
+                use_cache=True, logits_to_keep=1, **{CACHE: Cache(layer_class_to_replicate=RecomputeSafeLayer)})
     kv = [(layer.keys, layer.values) for layer in getattr(out, CACHE).layers]
     return kv, out.logits[:, -1]
 
@@ -112,12 +133,17 @@ class _ReservedLayer(DynamicLayer):
 
 
 def uniforms(n: int, generator: torch.Generator | list[torch.Generator] | None, device) -> torch.Tensor:
-    """n uniform float64 numbers, (n, 1); with a list of generators (one per prompt, its rows consecutive) each
-    prompt's numbers come from its own generator, so they do not depend on which prompts share the batch."""
-    kw = dict(dtype=torch.float64, device=device)
+    """n uniform float64 numbers, (n, 1), drawn on the generators' device (the trainer's are CPU generators, so a run
+    samples the same numbers on a CPU and a GPU) and moved to `device`; with a list of generators (one per prompt,
+    its rows consecutive) each prompt's numbers come from its own generator, so they do not depend on which
+    prompts share the batch."""
+    gens = generator if isinstance(generator, list) else [generator]
+    kw = dict(dtype=torch.float64, device=gens[0].device if gens[0] is not None else device)
     if isinstance(generator, list):
-        return torch.cat([torch.rand((n // len(generator), 1), generator=g, **kw) for g in generator])
-    return torch.rand((n, 1), generator=generator, **kw)
+        u = torch.cat([torch.rand((n // len(generator), 1), generator=g, **kw) for g in generator])
+    else:
+        u = torch.rand((n, 1), generator=generator, **kw)
+    return u.to(device, non_blocking=True)
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float,
@@ -248,18 +274,28 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
                 # index_select, not last[p_idx]: p_idx repeats each prompt k times, and the backward of
                 # advanced indexing adds the repeats with parallel atomic adds on CPU (run-to-run different
                 # float rounding, which broke bitwise resume); index_select's backward adds them in order.
-                logits = last.index_select(0, p_idx)[:, None]  # (n, 1, V) predicts suffix token 0
+                first = last.index_select(0, p_idx)[:, None]  # (n, 1, V) predicts suffix token 0
                 attn = torch.cat([prompts.attention_mask[p_idx], c_mask[:, :-1]], dim=1)
                 pos = prompts.lengths[p_idx][:, None] + torch.arange(width - 1, device=device)
-                cache = DynamicCache(ddp_cache_data=[(key.index_select(0, p_idx), value.index_select(0, p_idx))
-                                                    for key, value in kv])
-                rest = model(input_ids=c_ids[:, :-1], attention_mask=attn, position_ids=pos,
-                             use_cache=True, **{CACHE: cache}).logits  # tokens 0..w-2 predict 1..w-1
-                logits = torch.cat([logits, rest], dim=1)  # (n, w, V)
+                cache = Cache(layers=[RecomputeSafeLayer(key.index_select(0, p_idx), value.index_select(0, p_idx))
+                                      for key, value in kv])
+                with selecting(model, c_ids[:, 1:], temperature, entropy) as head:
+                    # tokens 0..w-2 predict 1..w-1: their log-probs straight from the head (no (n, w, V) logits
+                    # kept), or, where the head cannot select, the logits
+                    rest = model(input_ids=c_ids[:, :-1], attention_mask=attn, position_ids=pos,
+                                 use_cache=True, **{CACHE: cache}).logits
+                    rest_ent = head.entropy if head is not None and entropy else None
                 fit = lambda x: torch.nn.functional.pad(x, (0, L - width)) if L >= width else x[:, :L]  # noqa: E731
-                pieces.append(fit(token_logprobs(logits, c_ids, temperature) * c_mask))
+                if head is not None:
+                    logp = torch.cat([token_logprobs(first, c_ids[:, :1], temperature), rest], dim=1)
+                    ent = torch.cat([token_entropy(first, temperature), rest_ent], dim=1) if entropy else None
+                else:
+                    logits = torch.cat([first, rest], dim=1)  # (n, w, V)
+                    logp = token_logprobs(logits, c_ids, temperature)
+                    ent = token_entropy(logits, temperature) if entropy else None
+                pieces.append(fit(logp * c_mask))
                 if entropy:
-                    ents.append(fit(token_entropy(logits, temperature) * c_mask))
+                    ents.append(fit(ent * c_mask))
                 order.append(rows)
             inverse = torch.empty(N, dtype=torch.long, device=device)
             inverse[torch.cat(order)] = torch.arange(N, device=device)
@@ -281,7 +317,7 @@ def sequence_logprobs(model, prompts: Prompts, ids: torch.Tensor, mask: torch.Te
     pos = (attn.cumsum(dim=1) - 1).clamp(min=0)
     with autocast(device, bf16), attention_backend(device):
         logits = model(input_ids=torch.cat([prompts.input_ids, ids], dim=1), attention_mask=attn, position_ids=pos,
-                       logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # the last prompt token predicts suffix token 0
+                       use_cache=False, logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # the last prompt token predicts suffix token 0
         return token_logprobs(logits, ids) * mask
 
 
@@ -311,20 +347,6 @@ def packed_suffix_logprobs(model, prompts: Prompts, suffixes: list[list[int]], b
             later = torch.nonzero(offset > 0).squeeze(1)
             logp[:, later] = token_logprobs(out[:, later - 1], flat[later].expand(B, -1))
     return torch.zeros(B, len(suffixes), device=device).index_add_(1, owner, logp)
-
-
-def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log softmax(logits / T)[ids] in float32 without materialising the full log-softmax, (N, L)."""
-    logits = logits.float() if temperature == 1 else logits.float() / temperature
-    return logits.gather(-1, ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-
-
-@torch.no_grad()
-def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Entropy of softmax(logits / T) in float32 at each position, (N, L): a metric, no gradient."""
-    z = logits.float() / temperature
-    logp = torch.log_softmax(z, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
 
 
 def guess_span_mask(tokenizer, ids: list[int], n_valid: int) -> list[int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import random
 import time
@@ -29,7 +30,8 @@ from tqdm.auto import tqdm
 from . import checkpoint, data, losses, prompts, rollout, runfolder
 from .config import ConfigError, TrainConfig, write_json_atomic
 from .engine import Engine, memory_mb
-from .models import bf16_supported, fp32_head, load_model, load_tokenizer, pick_device, stop_token_ids
+from .models import (bf16_supported, checkpoint_layers, fp32_head, load_model, load_tokenizer, pick_device,
+                     sampling_head, stop_token_ids)
 from .rewards import reward
 
 def fused_adamw(params: list[torch.Tensor]) -> bool:
@@ -110,8 +112,8 @@ class StepPlan:
     """Which prompts each step takes and how they are sampled: epoch after epoch a seeded permutation of the n
     training prompts, B a step, each process a contiguous share, one generator per prompt."""
 
-    def __init__(self, seed: int, batch_size: int, n: int, rank: int = 0, world: int = 1, device="cpu"):
-        self.seed, self.B, self.n, self.rank, self.world, self.device = seed, batch_size, n, rank, world, device
+    def __init__(self, seed: int, batch_size: int, n: int, rank: int = 0, world: int = 1):
+        self.seed, self.B, self.n, self.rank, self.world = seed, batch_size, n, rank, world
         self._order: tuple[int, list[int]] = (-1, [])
 
     def batch_indices(self, step: int) -> list[int]:
@@ -133,7 +135,7 @@ class StepPlan:
     def generators(self, step: int, positions: range) -> list[torch.Generator]:
         """One generator per prompt, seeded by (seed, step, position of the prompt in the step): a resumed run
         samples what it would have, and so does a run split over any number of processes."""
-        return [torch.Generator(device=self.device).manual_seed((self.seed * 1_000_003 + step) * 1_009 + k)
+        return [torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1_009 + k)  # on CPU, on any device
                 for k in positions]
 
 
@@ -185,18 +187,35 @@ class Trainer:
                   f"--max-prompt-length {cfg.max_prompt_length}")
 
         # Model (a resumed run's weights go in before sharding), sampler, optimizer, schedule, reference
-        model = load_model(cfg.model, self.device, cfg.lora_r, cfg.lora_alpha, trust_remote_code=cfg.trust_remote_code)
+        # LoRA's frozen base in bf16 where bf16 is the compute precision (or asked for); trained weights stay float32
+        self.base_dtype = torch.bfloat16 if cfg.lora_r and (cfg.dtype == "bfloat16" or cfg.dtype == "auto" and
+                                                             self.bf16) else torch.float32
+        load = functools.partial(load_model, cfg.model, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                 trust_remote_code=cfg.trust_remote_code, dtype=self.base_dtype,
+                                 lora_dropout=cfg.lora_dropout, lora_target_modules=cfg.lora_target_modules,
+                                 attn_implementation=cfg.attn_implementation)
         resume_from = checkpoint.latest(self.run_dir) if resume else None
-        if resume_from is not None:
-            checkpoint.load_weights(model, resume_from)
+        # Several processes: process 0 alone reads the model (on the CPU), every process builds it on the meta device,
+        # shards it, and receives its shards from process 0 (Engine.fill): no other process holds the whole model
+        whole = load(device="cpu") if self.engine.is_main or not self.engine.sharded else None
+        if whole is not None and resume_from is not None:
+            checkpoint.load_weights(whole, resume_from)
+        model = load(empty=True) if self.engine.sharded else whole.to(self.device)
         self.stop_ids = stop_token_ids(self.tokenizer, model)
         # RL methods run every forward (rollout, policy, behaviour, reference, guess) without dropout (TRL leaves
         # this to its `disable_dropout` option): dropout would make the ratio pi_theta / pi_old noisy. The sft
         # baseline trains as usual SFT does.
         model.train(not cfg.uses_rl)
-        self.sampler = self.engine.sampler(model, self.bf16)
+        # rollouts sample from a bf16 copy, or from the policy itself where its weights already are what sampling reads
+        # (float32 without bf16; a LoRA run's bf16 base, its small float32 adapters under autocast)
+        self.sampler = self.engine.sampler(model, self.bf16, share=self.base_dtype == torch.bfloat16)
         fp32_head(model)  # after the sampler's copy: every log-prob pass reads fp32 logits, rollouts keep theirs
+        if cfg.gradient_checkpointing:
+            checkpoint_layers(model)
         self.model = self.engine.wrap(model, self.bf16)
+        if self.engine.sharded:
+            self.engine.fill(self.model, whole, self.sampler)
+        del whole
         self.autocast = self.bf16 and not self.engine.mixed_precision  # CUDA + FSDP2: its own bf16 policy instead
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
@@ -208,7 +227,7 @@ class Trainer:
 
         self._targets: dict[tuple[int, str], list[int]] = {}
         self.step = 0
-        self.plan = StepPlan(cfg.seed, cfg.batch_size, len(self.prompts), self.engine.rank, self.engine.world, self.device)
+        self.plan = StepPlan(cfg.seed, cfg.batch_size, len(self.prompts), self.engine.rank, self.engine.world)
         if resume_from is not None:
             self._resume(resume_from)
         elif self.engine.is_main:
@@ -225,10 +244,8 @@ class Trainer:
         """What the run is: model, device and precision, parameters, data, and the batch in prompts and completions
         (TRL counts a per-device batch in completions; gta's --batch-size counts prompts over all processes)."""
         cfg, world = self.cfg, self.engine.world
-        total = sum(p.numel() for p in self.model.parameters())
+        total = sum(p.numel() for p in self.model.parameters())  # an FSDP2 DTensor's numel is the whole tensor's
         trainable = sum(p.numel() for p in self.params)
-        if self.engine.sharded:  # local shards: the whole model's counts are N times what one process holds
-            total, trainable = total * world, trainable * world
         per_step = (f"{cfg.batch_size} prompts x G={cfg.num_generations} = {cfg.batch_size * cfg.num_generations} "
                     f"completions per step" if cfg.uses_rl else f"{cfg.batch_size} examples per step")
         return (f"[gta] {cfg.method} on {cfg.model}: {self.device.type}, "
@@ -248,6 +265,11 @@ class Trainer:
             print(f"[gta] resumed {self.run_dir} from {path.name} (step {self.step})")
 
     # ---------------------------------------------------------------- small utilities
+    @property
+    def shares_sampler_bf16(self) -> bool:
+        """Rollouts sample from the policy itself under bf16 autocast (a LoRA run's bf16 base)."""
+        return self.bf16 and self.sampler is self.model
+
     def sync_sampler(self):
         """The model to sample from: the policy itself, or its copy brought up to date (collective with FSDP2)."""
         if self.sampler is self.model:
@@ -357,22 +379,27 @@ class Trainer:
                 means.add({"conflict/cosine": info["cosine"], "conflict/sft_dropped": info["sft_dropped"],
                            "grad_norm/sft": info["norm_sft"], "grad_norm/rl": info["norm_rl"]})
             else:
-                grads = [cfg.lambda2 * g for g in g_rl] if cfg.lambda2 != 1 else g_rl
+                grads = g_rl
+                if cfg.lambda2 != 1:
+                    torch._foreach_mul_(grads, cfg.lambda2)
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this update is taken with
             norm = self.update(grads)  # the combined gradient's norm, before clipping
             means.add({"grad_norm": norm})
             if gta:  # the RL gradient's share of the update (0 where SFT alone is applied: no RL signal)
                 means.add({"rl_share": abs(cfg.lambda2) * info["norm_rl"] / norm if norm > 0 and info["rl_signal"] else 0.0,
                            "conflict/update_cosine_rl": self.update_cosine_rl(grads, g_sft, info, norm, lr)})
+            # the gradients held at the update (g_RL, and g_SFT for gta; the rule writes into g_RL's tensors), then
+            # freed: the next update's backward starts with none held
+            grads_mb = memory_mb({"grads": g_rl + (g_sft if gta else [])})["memory/grads_mb"]
+            grads = g_rl = g_sft = None
         # the mean entropy of pi_old over the sampled tokens: a collapse onto one output shows as it falling to ~0
         m["entropy"] = entropy_sum / max(1.0, float(ro.lengths.sum()))
         # the mean |log pi_sampler - log pi_old| over sampled tokens: the sampler (a bf16 copy, or another engine)
         # against the trainer's log-probs; the largest per-token KL to the reference over the step's updates
         m["rollout/logprob_gap"] = gap_sum / max(1.0, float(ro.lengths.sum()))
         m["kl_max"] = kl_max
-        held = g_rl + g_sft if gta else g_rl  # the gradients held at once
         m.update(means.sums, **(guess_time if gta else {}), _tokens=float(ro.lengths.sum()))
-        return {**m, **self.memory(held)}
+        return {**m, **self.memory([]), "memory/grads_mb": grads_mb}
 
     def update_cosine_rl(self, applied: list[torch.Tensor], g_sft: list[torch.Tensor], info: dict, norm: float,
                          lr: float) -> float:
@@ -390,9 +417,12 @@ class Trainer:
 
     def rollout(self, idx: list[int], step: int, positions: range) -> Rollouts:
         batch = self.encode(idx)
-        ids, cmask, sampler_logp = rollout.generate(
-            self.sync_sampler(), batch, self.cfg.num_generations, self.cfg.max_completion_length, self.stop_ids,
-            self.tokenizer.pad_token_id, self.cfg.temperature, self.plan.generators(step, positions), logprobs=True)
+        sampler = self.sync_sampler()
+        with sampling_head(sampler):
+            ids, cmask, sampler_logp = rollout.generate(
+                sampler, batch, self.cfg.num_generations, self.cfg.max_completion_length, self.stop_ids,
+                self.tokenizer.pad_token_id, self.cfg.temperature, self.plan.generators(step, positions),
+                bf16=self.shares_sampler_bf16, logprobs=True)
         rows = [c[: int(n.sum())] for c, n in zip(ids.tolist(), cmask)]  # valid tokens of each row
         texts = [prompts.prime(self.template) + self.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
         truncated = [rollout.cut_at_limit(r, self.cfg.max_completion_length, self.stop_ids) for r in rows]
@@ -479,14 +509,17 @@ class Trainer:
         return self.run_dir
 
     def evaluate(self) -> dict:
-        """eval/* on the validation subset (process 0; the others wait)."""
+        """eval/* on the held-out subset, each process decoding an equal share of it with its sampler copy."""
         from .evaluate import training_metrics
 
-        sampler, cfg = self.sync_sampler(), self.cfg
-        out = training_metrics(sampler, self.tokenizer, self.eval_examples, self.labels, self.template,
-                               cfg.max_completion_length, cfg.max_prompt_length) if self.engine.is_main else {}
+        sampler, cfg, engine = self.sync_sampler(), self.cfg, self.engine
+        n = len(self.eval_examples)
+        share = self.eval_examples[engine.rank * n // engine.world:(engine.rank + 1) * n // engine.world]
+        with sampling_head(sampler):
+            out = training_metrics(sampler, self.tokenizer, share, self.labels, self.template,
+                                   cfg.max_completion_length, cfg.max_prompt_length, self.shares_sampler_bf16,
+                                   gather=engine.gather if engine.sharded else None)
         self.model.train(not cfg.uses_rl)
-        self.engine.barrier()
         return out
 
     def save(self) -> Path:
