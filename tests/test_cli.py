@@ -55,3 +55,59 @@ def test_user_errors_exit_2_with_message(tmp_path, mech_data, capsys):
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing"), "hi"]) == 2
     assert "not a gta run folder" in capsys.readouterr().err
+
+
+def test_config_file_then_flags_and_a_runs_config_json(tmp_path, tiny_path, mech_data, capsys):
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text(f"method: sft\nmodel_name_or_path: {tiny_path}\ndataset: emotion\ndata-dir: {mech_data}\n"
+                         f"train_limit: 8\nmax_steps: 3\nlearning_rate: 1e-5\nbf16: false\nmax_prompt_length: 160\n"
+                         f"output_dir: {tmp_path / 'a'}\n")  # TRL's key names, kebab-case, YAML's string 1e-5
+    assert main(["train", "--config", str(yaml_file), "--max_steps", "1", "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (saved["max_steps"], saved["learning_rate"], saved["method"], saved["model"]) == (1, 1e-5, "sft", tiny_path)
+    assert len((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()) == 1  # the flag overrode the file
+    # a run's own config.json, into another folder
+    assert main(["train", "--config", str(tmp_path / "a" / "config.json"), "--output", str(tmp_path / "b"),
+                 "--no-progress"]) == 0
+    again = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert {k: v for k, v in again.items() if k != "output"} == {k: v for k, v in saved.items() if k != "output"}
+    capsys.readouterr()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"max_stpes": 3}')
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown config key 'max_stpes'" in err and "known keys" in err
+    bad.write_text('{"learning_rate": "fast"}')
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "learning_rate: 'fast' is not a valid float" in capsys.readouterr().err
+    bad.write_text("{")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "line 1: not valid JSON" in capsys.readouterr().err
+
+
+def test_flags_in_both_spellings_and_under_trl_names():
+    from gta.cli import build_parser
+    from gta.config import TRL_ALIASES
+
+    def train(*argv):
+        return vars(build_parser().parse_args(["train", *argv]))
+
+    assert train("--num_generations", "2") == train("--num-generations", "2")
+    assert train("--num_generations", "2")["num_generations"] == 2
+    assert train("--no-gradient_checkpointing") == train("--no-gradient-checkpointing")
+    values = {"output": "x", "epochs": "2", "save_every": "3", "log_every": "3", "eval_every": "3",
+              "keep_checkpoints": "3", "model": "m", "dataset": "d"}
+    for trl, ours in TRL_ALIASES.items():
+        for flag in ("--" + trl, "--" + trl.replace("_", "-")):
+            assert train(flag, values[ours]) == train("--" + ours.replace("_", "-"), values[ours]), flag
+
+
+def test_train_help_groups_flags_by_topic(capsys):
+    import pytest
+
+    from gta.config import TOPICS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert all(f"\n{topic}:\n" in out for topic in TOPICS.values())

@@ -191,3 +191,29 @@ def test_start_up_summary_says_prompts_and_completions_per_step(tmp_path, tiny_p
     out = capsys.readouterr().out
     assert "2 prompts x G=3 = 6 completions per step over 1 process (2 prompts each), 2 steps from step 0" in out
     assert "float32" in out and "8 training examples" in out and str(tmp_path / "run") in out
+
+
+def test_no_progress_prints_a_plain_line_every_log_every_steps(tmp_path, tiny_path, mech_data, capsys):
+    c = cfg(tmp_path, tiny_path, mech_data, method="grpo", max_steps=3, log_every=2, eval_every=0, save_every=10)
+    Trainer(c, progress=False, reward_fn=varied_reward).train()
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[gta] step ")]
+    assert [x.split()[2] for x in lines] == ["2/3", "3/3"]  # every 2 steps, and the last
+    assert all("reward/total" in x and "loss/rl" in x and "s/step" in x for x in lines)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant_with_warmup"])
+def test_the_learning_rate_follows_transformers_get_scheduler(tmp_path, tiny_path, mech_data, kind):
+    from transformers import get_scheduler
+
+    c = cfg(tmp_path, tiny_path, mech_data, method="sft", max_steps=6, warmup_ratio=0.34, lr_scheduler_type=kind,
+            eval_every=0, save_every=10)
+    Trainer(c, progress=False).train()
+    logged = [json.loads(x)["lr"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=c.learning_rate)
+    sched = get_scheduler(kind, opt, num_warmup_steps=2, num_training_steps=6)
+    expected = []
+    for _ in range(6):
+        opt.step()
+        sched.step()
+        expected.append(sched.get_last_lr()[0])
+    assert logged == pytest.approx(expected, abs=1e-6)  # metrics.jsonl keeps 6 decimals

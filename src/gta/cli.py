@@ -8,26 +8,38 @@ import typing
 from pathlib import Path
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, TrainConfig
+from .config import TOPICS, TRL_ALIASES, ConfigError, TrainConfig, read_config_file
 from .data import DataError
 from .models import ModelError
 
 USER_ERRORS = (ConfigError, DataError, ModelError, CheckpointError, FileNotFoundError)
 
 
+def _spellings(name: str) -> list[str]:
+    """--kebab-case and --snake_case, as Hugging Face's argument parser accepts."""
+    return list(dict.fromkeys(["--" + name.replace("_", "-"), "--" + name]))
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, typed from its annotation."""
+    """One flag per TrainConfig field, typed from its annotation, in both spellings and under TRL's name where it
+    has one, grouped by topic in --help. (transformers.HfArgumentParser does the spellings and the dataclass too, but
+    not the topic groups or the one-line errors of ConfigError; this stays argparse.)"""
     hints = typing.get_type_hints(TrainConfig)
+    aliases = {ours: trl for trl, ours in TRL_ALIASES.items()}
+    group = parser
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        if f.name in TOPICS:
+            group = parser.add_argument_group(TOPICS[f.name])
+        flags = _spellings(f.name) + (_spellings(aliases[f.name]) if f.name in aliases else [])
         kind = hints[f.name]
         help_ = f"{f.metadata['help']} (default: {f.default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                               help=help_)
             continue
         base = [a for a in typing.get_args(kind) if a is not type(None)]
-        parser.add_argument(flag, type=base[0] if base else kind, default=f.default,
-                            choices=f.metadata.get("choices"), help=help_)
+        group.add_argument(*flags, dest=f.name, type=base[0] if base else kind, default=f.default,
+                           choices=f.metadata.get("choices"), help=help_)
 
 
 def cmd_train(args) -> None:
@@ -115,11 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model (sft, grpo, gta, gta-rl)", allow_abbrev=False)
-    _add_config_flags(p)
+    p = sub.add_parser("train", help="train a model (sft, grpo, gta, gta-rl)", allow_abbrev=False,
+                       description="Every setting is a flag (--kebab-case or --snake_case, or TRL's name where it has "
+                                   "one) and a key of --config FILE; flags override the file.")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML or JSON file of settings (a run's config.json too); flags given here override it")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_flags(p)
     p.set_defaults(func=cmd_train)
+    parser.train_parser = p  # main() sets its defaults from --config
 
     p = sub.add_parser("eval", help="evaluate a run (or a base model zero-shot) on a test split", allow_abbrev=False)
     p.add_argument("run_dir", nargs="?", help="a gta train --output folder")
@@ -165,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # --config FILE: its settings become the defaults that the flags override
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config", default=None)
+        config = pre.parse_known_args(argv[1:])[0].config
+        if config is not None:
+            try:
+                parser.train_parser.set_defaults(**read_config_file(config))
+            except ConfigError as e:
+                print(f"gta: error: {e}", file=sys.stderr)
+                return 2
     args, extra = parser.parse_known_args(argv)
     if extra:  # `gta predict RUN --fast "text"`: texts after a flag
         if args.command != "predict" or any(x.startswith("-") for x in extra):

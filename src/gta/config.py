@@ -57,6 +57,9 @@ class TrainConfig:
     learning_rate: float = _f(1e-5, "AdamW learning rate")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     warmup_ratio: float = _f(0.0, "linear warm-up as a fraction of the optimizer updates")
+    lr_scheduler_type: str = _f("linear", "learning-rate schedule after the warm-up (transformers.get_scheduler): "
+                                          "linear decay to 0 | cosine | constant_with_warmup",
+                                choices=("linear", "cosine", "constant_with_warmup"))
     max_grad_norm: float = _f(1.0, "gradient clipping norm; 0 disables")
     # GRPO (paper eq. 5), used by grpo, gta, gta-rl
     num_generations: int = _f(16, "G: samples per prompt")
@@ -109,6 +112,9 @@ class TrainConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise ConfigError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
+        if self.lr_scheduler_type not in ("linear", "cosine", "constant_with_warmup"):
+            raise ConfigError(f"unknown --lr-scheduler-type {self.lr_scheduler_type!r}; choose linear, cosine or "
+                              "constant_with_warmup")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"unknown --dtype {self.dtype!r}; choose auto, float32 or bfloat16")
         if self.dtype == "bfloat16" and self.lora_r == 0:
@@ -151,6 +157,77 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
         return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
+
+
+# The first field of each topic of `gta train --help` (fields keep their order in TrainConfig)
+TOPICS = {"method": "what to train", "lora_r": "model and precision", "batch_size": "batching and optimisation",
+          "num_generations": "GRPO (grpo, gta, gta-rl)", "lambda1": "GTA (gta)",
+          "eval_every": "logging, evaluation, checkpoints"}
+# TRL's names for the same settings (TrainingArguments / GRPOConfig / ScriptArguments / ModelConfig), accepted as flags
+# and config keys. TRL's per_device_train_batch_size is not among them: it counts completions per device, gta's
+# --batch-size prompts over all processes.
+TRL_ALIASES = {"output_dir": "output", "num_train_epochs": "epochs", "save_steps": "save_every",
+               "logging_steps": "log_every", "eval_steps": "eval_every", "save_total_limit": "keep_checkpoints",
+               "model_name_or_path": "model", "dataset_name": "dataset"}
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A YAML or JSON file of TrainConfig settings (a run's own config.json included) as a dict of field values.
+    Keys may be written in snake_case or kebab-case, or by TRL's name (TRL_ALIASES); string values of numeric or
+    boolean fields are converted (YAML reads `1e-5` as a string). Errors name the file and the key or line."""
+    import typing
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    else:
+        import yaml  # a dependency of transformers
+
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings (key: value), got {type(raw).__name__}")
+    hints = typing.get_type_hints(TrainConfig)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        name = TRL_ALIASES.get(name, name)
+        if name in REMOVED:
+            continue
+        if name not in known:
+            raise ConfigError(f"{path}: unknown config key {key!r}; known keys: {sorted(known)}")
+        out[name] = _coerce(value, hints[name], f"{path}: {key}")
+    return out
+
+
+def _coerce(value, kind, where: str):
+    """A config file's value as the field's type: strings of numbers and booleans are converted."""
+    import typing
+
+    base = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+    if value is None or not isinstance(value, str) or base[0] is str:
+        return value
+    try:
+        if base[0] is bool:
+            if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+                raise ValueError
+            return value.lower() in ("true", "yes", "1")
+        return base[0](value) if base[0] is float else int(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a valid {base[0].__name__}") from None
 
 
 # Settings of earlier versions that no longer exist and changed nothing a run computed: ignored in a run's config.json

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -90,12 +91,14 @@ def timed(into: dict[str, float], key: str):
 
 
 def adamw_with_schedule(params: list[torch.Tensor], cfg: TrainConfig, total_steps: int):
-    """AdamW and its learning rate: linear warm-up over --warmup-ratio of the updates, then linear decay to 0."""
+    """AdamW and its learning rate from `transformers.get_scheduler`: linear warm-up over --warmup-ratio of the
+    optimizer updates, then --lr-scheduler-type (linear decay to 0 by default), as TRL's trainers schedule it."""
+    from transformers import get_scheduler
+
     total = total_steps * (cfg.num_iterations if cfg.uses_rl else 1)  # optimizer updates
-    warmup = int(cfg.warmup_ratio * total)
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused_adamw(params))
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda u: min((u + 1) / max(1, warmup), max(0.0, (total - u) / max(1, total - warmup))))
+    return optimizer, get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
+                                    num_training_steps=total)
 
 
 def held_memory(model, sampler, params, grads, optimizer, reference) -> dict[str, float]:
@@ -148,6 +151,16 @@ def completion_stats(texts: list[str], truncated: list[bool], template: str) -> 
         out[f"completions/placeholder_{span}"] = sum(prompts.label_matches(getattr(p, span), word)
                                                      for p in parsed) / len(texts)
     return out
+
+
+LOG_LINE_KEYS = ("reward/total", "reward/format", "reward/accuracy", "guess/accuracy", "loss/sft", "loss/rl", "kl",
+                 "entropy", "groups/informative", "rl_share", "grad_norm", "eval/accuracy", "eval/f1")
+
+
+def log_line(step: int, total: int, m: dict[str, float]) -> str:
+    """The plain progress line: the step, the main metrics present, the step's seconds."""
+    figures = "  ".join(f"{k} {m[k]:.4g}" for k in LOG_LINE_KEYS if k in m)
+    return f"[gta] step {step}/{total}  {figures}  {m['step_time_s']:.1f} s/step"
 
 
 class Trainer:
@@ -482,6 +495,8 @@ class Trainer:
         cfg, engine = self.cfg, self.engine
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"gta train ({cfg.method})",
                    disable=not (self.progress and engine.is_main), dynamic_ncols=True)
+        # without a bar on a terminal (--no-progress, or a batch job's log file): one plain line per --log-every steps
+        plain = engine.is_main and not (self.progress and sys.stderr.isatty())
         while self.step < min(self.total_steps, until or self.total_steps):
             t0 = time.perf_counter()
             idx = self.plan.batch_indices(self.step)  # 1.
@@ -499,6 +514,8 @@ class Trainer:
             if engine.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                 self.metrics_log.write(self.step, m)
             bar.update(1)
+            if plain and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
+                print(log_line(self.step, self.total_steps, m), flush=True)
             bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in m.items()
                              if k in ("reward/accuracy", "guess/accuracy", "loss/sft", "eval/accuracy")})
             if self.step % cfg.save_every == 0 or self.step == self.total_steps:
