@@ -217,3 +217,25 @@ def test_the_learning_rate_follows_transformers_get_scheduler(tmp_path, tiny_pat
         sched.step()
         expected.append(sched.get_last_lr()[0])
     assert logged == pytest.approx(expected, abs=1e-6)  # metrics.jsonl keeps 6 decimals
+
+
+def test_instructions_and_system_prompt_reach_every_method_and_the_runs_eval_and_predict(tmp_path, tiny_path,
+                                                                                       mech_data, monkeypatch):
+    from gta import prompts
+    from gta.cli import main
+
+    task, system = "Classify the feeling of the tweet.", "You are terse."
+    for method in ("sft", "grpo", "gta", "gta-rl"):
+        t = Trainer(cfg(tmp_path / method, tiny_path, mech_data, method=method, instructions=task,
+                        system_prompt=system), progress=False)
+        assert all(task in p and system in p and "The labels: " in p for p in t.prompts), method
+    run = tmp_path / "trained"
+    Trainer(cfg(tmp_path / "sft2", tiny_path, mech_data, method="sft", instructions=task, system_prompt=system,
+                output=str(run), max_steps=1), progress=False).train()
+    seen = []
+    make = prompts.make_prompts
+    monkeypatch.setattr(prompts, "make_prompts", lambda *a, **k: seen.append(make(*a, **k)[0]) or make(*a, **k))
+    assert Classifier.from_pretrained(run).predict("i feel fine") in (None, "sadness", "joy", "love", "anger", "fear",
+                                                                      "surprise")
+    assert main(["eval", str(run), "--dataset", "emotion", "--data-dir", str(mech_data), "--test-limit", "4"]) == 0
+    assert len(seen) == 2 and all(task in p and system in p for batch in seen for p in batch)

@@ -15,9 +15,11 @@ from .models import bf16_supported, load_model, load_tokenizer, pick_device
 
 class Classifier:
     def __init__(self, model, tokenizer, labels: list[str], template: str, max_prompt_length: int = 512,
-                 max_new_tokens: int = 128, bf16: bool = False):
+                 max_new_tokens: int = 128, bf16: bool = False, instructions: str | None = None,
+                 system: str | None = None):
         self.model, self.tokenizer, self.labels, self.template = model, tokenizer, labels, template
         self.max_prompt_length, self.max_new_tokens, self.bf16 = max_prompt_length, max_new_tokens, bf16
+        self.instructions, self.system = instructions, system  # the run's prompt (--instructions, --system-prompt)
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto", max_new_tokens: int | None = None):
@@ -40,7 +42,8 @@ class Classifier:
         if cfg.bf16 and bf16_supported(dev):  # inference only: bf16 weights decode faster than autocast
             model = model.to(torch.bfloat16)
         return cls(model, tokenizer, labels, prompts.METHOD_TEMPLATE[cfg.method], cfg.max_prompt_length,
-                   max_new_tokens or cfg.max_completion_length, bf16=False)
+                   max_new_tokens or cfg.max_completion_length, bf16=False, instructions=cfg.instructions,
+                   system=cfg.system_prompt)
 
     def predict(self, texts: list[str] | str, explain: bool = False, fast: bool = False, progress: bool = False,
                 constrain_answer: bool = False):
@@ -61,7 +64,8 @@ class Classifier:
             if not isinstance(t, str) or not t.strip():
                 raise ValueError(f"text {i} is {'empty' if isinstance(t, str) else type(t).__name__}; "
                                  "give a non-empty string to classify")
-        prompt_texts, _ = prompts.make_prompts(self.tokenizer, texts, self.labels, self.template, self.max_prompt_length)
+        prompt_texts, _ = prompts.make_prompts(self.tokenizer, texts, self.labels, self.template, self.max_prompt_length,
+                                               self.instructions, self.system)
         if fast:
             if self.template not in FAST_CLOSING:
                 raise ValueError(f"fast inference needs a run whose output starts with a label span (gta, gta-rl, "

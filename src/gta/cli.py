@@ -61,6 +61,7 @@ def cmd_eval(args) -> None:
         clf = Classifier.from_pretrained(args.run_dir, args.device, args.max_new_tokens)
         model, tokenizer, labels, template = clf.model, clf.tokenizer, clf.labels, clf.template
         max_prompt, max_new, bf16 = clf.max_prompt_length, clf.max_new_tokens, clf.bf16
+        instructions, system = clf.instructions, clf.system
         out_dir = Path(args.output or Path(args.run_dir) / "eval")
     elif args.model:
         dev = pick_device(args.device)
@@ -71,6 +72,7 @@ def cmd_eval(args) -> None:
 
             model = model.to(torch.bfloat16)
         labels, max_prompt, max_new, bf16 = None, args.max_prompt_length, args.max_new_tokens or 128, False
+        instructions, system = None, None
         out_dir = Path(args.output or f"runs/zeroshot-{Path(args.model).name}-{template}-{args.dataset}") / "eval"
     else:
         raise ConfigError("give a RUN_DIR, or --model ID for a zero-shot evaluation of a base model")
@@ -82,7 +84,8 @@ def cmd_eval(args) -> None:
     check_labels(splits[args.split], labels, args.split)
     examples = stratified_subset(splits[args.split], args.test_limit, args.seed)
     metrics, records = evaluate_examples(model, tokenizer, examples, labels, template, max_new, max_prompt, bf16,
-                                         batch_size=args.batch_size, constrain_answer=args.constrain_answer)
+                                         batch_size=args.batch_size, constrain_answer=args.constrain_answer,
+                                         instructions=instructions, system=system)
     metrics.update({"dataset": args.dataset, "split": args.split, "test_limit": args.test_limit, "seed": args.seed,
                     "template": template, "model": args.model, "run_dir": args.run_dir})
     write_results(out_dir, metrics, records)

@@ -27,6 +27,11 @@ class TrainConfig:
     text_column: str = _f("text", "name of the text column")
     label_column: str = _f("label", "name of the label column")
     train_limit: int | None = _f(None, "seeded stratified subset of the train split")
+    instructions: str | None = _f(None, "the task sentence of every method's prompt, e.g. \"Classify the sentiment "
+                                        "of the movie review.\" (the label list follows it; default: classify the "
+                                        "text into the labels); kept with the run for eval and predict")
+    system_prompt: str | None = _f(None, "the system message of the prompt (default: \"You are a careful text "
+                                         "classifier.\"); kept with the run")
     output: str = _f("runs/gta", "run folder (config, labels, metrics.jsonl, checkpoints)")
     seed: int = _f(0, "seed for data order, sampling and initialisation")
     data_seed: int | None = _f(None, "seed of the train and held-out subsets (default: --seed); a second --seed "

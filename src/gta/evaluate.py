@@ -108,7 +108,8 @@ def constrained_answers(model, tokenizer, prompt_texts: list[str], outputs: list
 
 def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: list[str], template: str,
                       max_new_tokens: int, max_prompt_length: int, bf16: bool, batch_size: int = 8,
-                      progress: bool = True, constrain_answer: bool = False) -> tuple[dict, list[dict]]:
+                      progress: bool = True, constrain_answer: bool = False, instructions: str | None = None,
+                      system: str | None = None) -> tuple[dict, list[dict]]:
     """Greedy outputs scored as written; for gta also `fast` (the guess constrained to the labels, no
     reasoning); with constrain_answer (think, gta) also `constrained`: the answer constrained to the labels
     after the reasoning as written (its examples/s count the generation too)."""
@@ -117,7 +118,7 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
     if constrain_answer:
         check_reasons_first(template)  # before generating, not after
     texts, truncated = prompts.make_prompts(tokenizer, [ex.text for ex in examples], labels, template,
-                                            max_prompt_length)
+                                            max_prompt_length, instructions, system)
     t0 = time.perf_counter()
     outputs, cut = generate_outputs(model, tokenizer, texts, max_new_tokens, bf16, batch_size, progress, "evaluating")
     seconds = time.perf_counter() - t0
@@ -227,14 +228,15 @@ def write_results(out_dir: Path, metrics: dict, records: list[dict]) -> None:
 
 def training_metrics(model, tokenizer, examples: list[data.Example], labels: list[str], template: str,
                      max_new_tokens: int, max_prompt_length: int, bf16: bool = False,
-                     gather=None) -> dict[str, float]:
+                     gather=None, instructions: str | None = None, system: str | None = None) -> dict[str, float]:
     """eval/accuracy, eval/f1 (weighted) and, for gta, eval/guess_accuracy: the figures logged during training.
     `gather`: with several processes, each evaluates its share of the examples and `gather` joins every process's
     records (Engine.gather), so the figures are those of the whole held-out subset."""
     from sklearn.metrics import accuracy_score, f1_score
 
     _, records = evaluate_examples(model, tokenizer, examples, labels, template, max_new_tokens, max_prompt_length,
-                                   bf16=bf16, progress=False) if examples else (None, [])
+                                   bf16=bf16, progress=False, instructions=instructions,
+                                   system=system) if examples else (None, [])
     if gather is not None:
         records = gather(records)
     gold = [r["gold"] for r in records]

@@ -37,19 +37,28 @@ _PATTERNS = {
 }
 
 
-def user_message(text: str, labels: list[str], template: str) -> str:
-    instructions, fmt, _ = TEMPLATES[template]
-    return (f"Classify the text into one of these labels: {', '.join(labels)}.\n"
-            f"{instructions}\nReply exactly in this format: {fmt}\n\nText: {text}")
+def user_message(text: str, labels: list[str], template: str, instructions: str | None = None) -> str:
+    """The user turn: the task sentence (default: classify into the labels; `instructions`, e.g. "Classify the
+    sentiment of the movie review.", replaces it and the labels follow it), the method's steps, the format line, the
+    text."""
+    steps, fmt, _ = TEMPLATES[template]
+    task = (f"Classify the text into one of these labels: {', '.join(labels)}." if instructions is None else
+            f"{instructions.strip()}\nThe labels: {', '.join(labels)}.")
+    return f"{task}\n{steps}\nReply exactly in this format: {fmt}\n\nText: {text}"
 
 
-def build_prompt(tokenizer, text: str, labels: list[str], template: str) -> str:
-    """The full prompt string: chat template with our short system message, ending with the primed tag."""
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_message(text, labels, template)}]
+def build_prompt(tokenizer, text: str, labels: list[str], template: str, instructions: str | None = None,
+                 system: str | None = None) -> str:
+    """The full prompt string: chat template with the system message (default: our short one), ending with the
+    primed tag."""
+    system = SYSTEM if system is None else system
+    user = user_message(text, labels, template) if instructions is None else \
+        user_message(text, labels, template, instructions)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     if getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:  # base models without a chat template
-        prompt = f"{SYSTEM}\n\n{messages[1]['content']}\n\n"
+        prompt = f"{system}\n\n{messages[1]['content']}\n\n"
     return prompt + TEMPLATES[template][2]
 
 
@@ -153,11 +162,12 @@ def label_matches(predicted: str | None, gold: str) -> bool:
     return predicted is not None and normalize_label(predicted) == normalize_label(gold)
 
 
-def make_prompts(tokenizer, texts: list[str], labels: list[str], template: str,
-                 max_prompt_length: int) -> tuple[list[str], int]:
+def make_prompts(tokenizer, texts: list[str], labels: list[str], template: str, max_prompt_length: int,
+                 instructions: str | None = None, system: str | None = None) -> tuple[list[str], int]:
     """Prompts for many texts; a text too long for `max_prompt_length` prompt tokens is cut (its end
     dropped) so the prompt fits. Returns (prompts, number of texts truncated)."""
-    overhead = len(tokenizer(build_prompt(tokenizer, "", labels, template), add_special_tokens=False)["input_ids"])
+    build = lambda text: build_prompt(tokenizer, text, labels, template, instructions, system)  # noqa: E731
+    overhead = len(tokenizer(build(""), add_special_tokens=False)["input_ids"])
     budget = max_prompt_length - overhead
     if budget < 8:
         raise ValueError(f"--max-prompt-length {max_prompt_length} leaves {budget} tokens for the text after the "
@@ -168,5 +178,5 @@ def make_prompts(tokenizer, texts: list[str], labels: list[str], template: str,
         if len(ids) > budget:
             text = tokenizer.decode(ids[:budget])
             truncated += 1
-        out.append(build_prompt(tokenizer, text, labels, template))
+        out.append(build(text))
     return out, truncated

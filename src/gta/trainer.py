@@ -194,7 +194,8 @@ class Trainer:
         self.template = prompts.METHOD_TEMPLATE[cfg.method]
         self.tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
         self.prompts, truncated = prompts.make_prompts(
-            self.tokenizer, [ex.text for ex in self.train_examples], self.labels, self.template, cfg.max_prompt_length)
+            self.tokenizer, [ex.text for ex in self.train_examples], self.labels, self.template, cfg.max_prompt_length,
+            cfg.instructions, cfg.system_prompt)
         if truncated:
             print(f"[gta] {truncated} of {len(self.prompts)} training texts were cut to fit "
                   f"--max-prompt-length {cfg.max_prompt_length}")
@@ -535,7 +536,8 @@ class Trainer:
         with sampling_head(sampler):
             out = training_metrics(sampler, self.tokenizer, share, self.labels, self.template,
                                    cfg.max_completion_length, cfg.max_prompt_length, self.shares_sampler_bf16,
-                                   gather=engine.gather if engine.sharded else None)
+                                   gather=engine.gather if engine.sharded else None,
+                                   instructions=cfg.instructions, system=cfg.system_prompt)
         self.model.train(not cfg.uses_rl)
         return out
 
