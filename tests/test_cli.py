@@ -111,3 +111,23 @@ def test_train_help_groups_flags_by_topic(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert all(f"\n{topic}:\n" in out for topic in TOPICS.values())
+
+
+def test_readme_config_example_and_trl_table_match_the_code(tmp_path):
+    """The README's YAML example is read as written, and every gta flag its TRL table names exists."""
+    import re
+    from pathlib import Path
+
+    from gta.cli import build_parser
+    from gta.config import read_config_file
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Coming from TRL", 1)[1].split("\n## ", 1)[0]
+    example = tmp_path / "run.yaml"
+    example.write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    cfg = read_config_file(example)
+    assert (cfg["model"], cfg["output"], cfg["num_generations"], cfg["gradient_checkpointing"]) == (
+        "Qwen/Qwen2.5-3B-Instruct", "runs/sst5-qwen3b", 16, True)
+    flags = set(re.findall(r"`(--[a-z-]+)", section))
+    known = {o for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions for o in a.option_strings}
+    assert flags and flags <= known, flags - known

@@ -239,3 +239,25 @@ def test_instructions_and_system_prompt_reach_every_method_and_the_runs_eval_and
                                                                       "surprise")
     assert main(["eval", str(run), "--dataset", "emotion", "--data-dir", str(mech_data), "--test-limit", "4"]) == 0
     assert len(seen) == 2 and all(task in p and system in p for batch in seen for p in batch)
+
+
+def test_save_best_keeps_the_best_evaluation_beside_the_last_checkpoints(tmp_path, tiny_path, mech_data, monkeypatch):
+    import json
+
+    scores = iter([0.2, 0.5, 0.3, 0.4, 0.45, 0.6])  # evaluations at steps 1-6: best at 2, then at 6 after resuming
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: {"eval/accuracy": next(scores), "eval/f1": 0.0})
+    run = tmp_path / "run"
+    c = cfg(tmp_path, tiny_path, mech_data, method="sft", max_steps=4, eval_every=1, save_every=3,
+            keep_checkpoints=1, save_best="eval/accuracy")
+    Trainer(c, progress=False).train()
+    ck = run / "checkpoints"
+    best = json.loads((ck / "best.json").read_text())
+    assert (best["step"], best["metric"], best["value"]) == (2, "eval/accuracy", 0.5)
+    assert sorted(p.name for p in ck.glob("step-*")) == ["step-000002", "step-000004"]  # best + the last one
+    # resumed and trained longer: 0.45 does not beat the recorded 0.5, 0.6 does, and step 2 then goes
+    Trainer(TrainConfig(**{**c.to_dict(), "max_steps": 6}), resume=True, progress=False).train()
+    best = json.loads((ck / "best.json").read_text())
+    assert (best["step"], best["value"]) == (6, 0.6)
+    assert sorted(p.name for p in ck.glob("step-*")) == ["step-000006"]
+    with pytest.raises(ConfigError, match="--save-best needs --eval-every"):
+        TrainConfig(save_best="eval/f1")

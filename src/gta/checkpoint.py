@@ -61,10 +61,35 @@ def save(run_dir: Path, step: int, engine, model, tokenizer, optimizer, schedule
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         write_json_atomic(ckdir / "latest.json", {"step": step, "path": final.name})
-        for old in sorted(ckdir.glob("step-*"))[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+        prune(ckdir, keep)
     engine.barrier()
     return final
+
+
+def prune(ckdir: Path, keep: int) -> None:
+    """Delete all but the last `keep` checkpoints (0 = keep all) and the one best.json names."""
+    best = read_best(ckdir.parent)
+    for old in sorted(ckdir.glob("step-*"))[:-keep] if keep > 0 else []:
+        if best is None or old.name != best["path"]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def read_best(run_dir: Path) -> dict | None:
+    """checkpoints/best.json: {"step", "path", "metric", "value"} of the best evaluation so far (--save-best)."""
+    pointer = Path(run_dir) / "checkpoints" / "best.json"
+    if not pointer.is_file():
+        return None
+    try:
+        return json.loads(pointer.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{pointer} is corrupt ({e}); delete it to start the --save-best record again") from None
+
+
+def mark_best(run_dir: Path, checkpoint: Path, step: int, metric: str, value: float, keep: int) -> None:
+    """Record `checkpoint` as the best one (process 0, after it is written), then prune the previous best."""
+    write_json_atomic(Path(run_dir) / "checkpoints" / "best.json",
+                      {"step": step, "path": checkpoint.name, "metric": metric, "value": value})
+    prune(Path(run_dir) / "checkpoints", keep)
 
 
 @contextlib.contextmanager

@@ -87,7 +87,10 @@ class TrainConfig:
     eval_every: int = _f(0, "evaluate on a validation subset every N steps (0 = never)")
     eval_limit: int = _f(64, "size of that validation subset")
     save_every: int = _f(50, "checkpoint every N steps (and always at the end)")
-    keep_checkpoints: int = _f(2, "how many checkpoints to keep")
+    keep_checkpoints: int = _f(2, "how many checkpoints to keep (the --save-best one is kept beside them)")
+    save_best: str | None = _f(None, "also keep the checkpoint of the best evaluation by this metric "
+                                     "(checkpoints/best.json names it; needs --eval-every)",
+                               choices=("eval/accuracy", "eval/f1"))
     log_every: int = _f(1, "write metrics every N steps")
     log_completions: int = _f(4, "write this many of each step's sampled completions (spread over its prompts) to "
                                  "completions.jsonl: spans, rewards, advantage (0 = none; process 0's rollouts)")
@@ -136,6 +139,10 @@ class TrainConfig:
             raise ConfigError(f"--temperature must be > 0 (rollouts sample from softmax(z / T)), got {self.temperature}")
         if self.method != "sft" and self.num_generations < 2:
             raise ConfigError("--num-generations must be >= 2: GRPO normalises rewards within a group")
+        if self.save_best not in (None, "eval/accuracy", "eval/f1"):
+            raise ConfigError(f"unknown --save-best {self.save_best!r}; choose eval/accuracy or eval/f1")
+        if self.save_best and not self.eval_every:
+            raise ConfigError("--save-best needs --eval-every N: it keeps the checkpoint of the best evaluation")
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(f"--batch-size {self.batch_size} must be a multiple of --micro-batch-size "
                               f"{self.micro_batch_size}")

@@ -12,7 +12,7 @@ from .config import ConfigError, TrainConfig
 # max_steps and epochs may grow (train longer: the learning-rate schedule then decays over the new total from the
 # resumed step on).
 RESUMABLE_CHANGES = {"output", "eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs",
-                     "log_completions"}
+                     "log_completions", "save_best"}
 LOGS = ("metrics.jsonl", "completions.jsonl")  # one JSON object with a "step" per line
 
 

@@ -241,6 +241,8 @@ class Trainer:
 
         self._targets: dict[tuple[int, str], list[int]] = {}
         self.step = 0
+        record = checkpoint.read_best(self.run_dir) if resume else None
+        self.best = record["value"] if record and record.get("metric") == cfg.save_best else float("-inf")
         self.plan = StepPlan(cfg.seed, cfg.batch_size, len(self.prompts), self.engine.rank, self.engine.world)
         if resume_from is not None:
             self._resume(resume_from)
@@ -510,8 +512,10 @@ class Trainer:
             m["tokens_per_s"] = m.pop("_tokens") / m["step_time_s"]
             m = engine.reduce_metrics(m, summed=("loss/rl", "loss/sft", "tokens_per_s"), maxed=("kl_max",))
             m["lr"] = self.scheduler.get_last_lr()[0]
+            best = False
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.eval_examples:
                 m.update(self.evaluate())
+                best = bool(cfg.save_best) and m[cfg.save_best] > self.best  # every process holds the same value
             if engine.is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                 self.metrics_log.write(self.step, m)
             bar.update(1)
@@ -519,8 +523,13 @@ class Trainer:
                 print(log_line(self.step, self.total_steps, m), flush=True)
             bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in m.items()
                              if k in ("reward/accuracy", "guess/accuracy", "loss/sft", "eval/accuracy")})
-            if self.step % cfg.save_every == 0 or self.step == self.total_steps:
-                self.save()
+            if best or self.step % cfg.save_every == 0 or self.step == self.total_steps:
+                saved = self.save()
+                if best:
+                    self.best = m[cfg.save_best]
+                    if engine.is_main:
+                        checkpoint.mark_best(self.run_dir, saved, self.step, cfg.save_best, self.best,
+                                             cfg.keep_checkpoints)
         bar.close()
         if self.metrics_log is not None:
             self.metrics_log.close()
