@@ -261,3 +261,58 @@ def test_save_best_keeps_the_best_evaluation_beside_the_last_checkpoints(tmp_pat
     assert sorted(p.name for p in ck.glob("step-*")) == ["step-000006"]
     with pytest.raises(ConfigError, match="--save-best needs --eval-every"):
         TrainConfig(save_best="eval/f1")
+
+
+def test_reward_fn_from_a_file_or_a_module_gta_and_trl_style_reaches_the_advantages(tmp_path, tiny_path, mech_data,
+                                                                                     monkeypatch, capsys):
+    """--reward-fn file.py:function (gta's signature) and module:function (TRL's): the completions log's rewards are
+    the function's, and the advantages are those rewards normalised within each group."""
+    from gta.cli import main
+    from gta.rewards import reward as gta_reward
+
+    (tmp_path / "mine.py").write_text(
+        "def score(completion, gold, template, labels, truncated=False):\n"
+        "    return {'total': float(len(completion) % 3), 'format': 0.0, 'accuracy': 0.0, 'guess': 0.0}\n"
+        "def trl_style(prompts, completions, label, text, **kw):\n"
+        "    assert len(prompts) == len(completions) == len(label) == len(text)\n"
+        "    assert all(isinstance(p, str) and p for p in prompts) and all(t for t in text)\n"
+        "    return [float(len(c) % 2) for c in completions]\n")
+    monkeypatch.chdir(tmp_path)  # module:function imports from the current folder
+    common = ["train", "--method", "gta", "--model", tiny_path, "--dataset", "emotion", "--data-dir", str(mech_data),
+              "--train-limit", "8", "--max-steps", "1", "--batch-size", "2", "--micro-batch-size", "1",
+              "--num-generations", "4", "--num-iterations", "1", "--max-completion-length", "12",
+              "--max-prompt-length", "160", "--no-bf16", "--log-completions", "8", "--no-progress"]
+    for spec, expect in (("mine.py:score", lambda c, rec: len(c) % 3),
+                         ("mine:trl_style", lambda c, rec: rec["reward/format"] + len(c) % 2)):
+        run = tmp_path / spec.replace(":", "-")
+        assert main(common + ["--reward-fn", spec, "--output", str(run)]) == 0
+        assert json.loads((run / "config.json").read_text())["reward_fn"] == spec
+        recs = [json.loads(x) for x in (run / "completions.jsonl").read_text().splitlines()]
+        assert len(recs) == 8
+        by_prompt = {}
+        for rec in recs:
+            assert rec["reward/total"] == expect(rec["completion"], rec), spec
+            by_prompt.setdefault(rec["example"], []).append(rec)
+        for group in by_prompt.values():  # all G=4 samples of each of the 2 prompts are logged
+            t = torch.tensor([r["reward/total"] for r in group])
+            want = (t - t.mean()) / (t.std() + 1e-4) if t.std() > 0 else torch.zeros_like(t)
+            assert torch.allclose(torch.tensor([r["advantage"] for r in group]), want, atol=1e-4), spec
+        if spec.endswith("trl_style"):  # gta's own rule still measures format and accuracy
+            labels = json.loads((run / "labels.json").read_text())
+            assert all(rec["reward/format"] == gta_reward(rec["completion"], rec["gold"], "gta", labels,
+                                                          rec["truncated"])["format"] for rec in recs)
+    capsys.readouterr()
+    for spec, says in (("mine", "write module:function"), ("nosuch:f", "importing nosuch failed"),
+                       ("mine:absent", "has no function 'absent'"), ("gone.py:f", "no such file gone.py")):
+        assert main(common + ["--reward-fn", spec, "--output", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err, err
+
+
+def test_the_package_exports_trainer_and_train():
+    import gta
+    from gta.trainer import train
+
+    assert (gta.Trainer, gta.train, gta.TrainConfig) == (Trainer, train, TrainConfig)
+    with pytest.raises(AttributeError):
+        gta.NoSuchThing

@@ -18,4 +18,8 @@ def __getattr__(name):  # lazy: `import gta` stays cheap, torch loads on first u
         from .config import TrainConfig
 
         return TrainConfig
+    if name in ("Trainer", "train"):
+        from . import trainer
+
+        return getattr(trainer, name)
     raise AttributeError(name)

@@ -83,6 +83,9 @@ class TrainConfig:
                                     "NLL / the step's target tokens (HF cross-entropy, -100 masking: the paper's); "
                                     "sum = summed over each example's tokens, averaged over examples",
                             choices=("mean", "sum"))
+    reward_fn: str | None = _f(None, "your own reward, module:function or file.py:function: gta's signature "
+                                     "(docs/extending.md), or TRL's f(prompts, completions, **columns) -> "
+                                     "list[float], added to the format reward (default: format + accuracy)")
     # logging, evaluation, checkpoints
     eval_every: int = _f(0, "evaluate on a validation subset every N steps (0 = never)")
     eval_limit: int = _f(64, "size of that validation subset")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import math
 import random
 import sys
@@ -33,7 +34,7 @@ from .config import ConfigError, TrainConfig, write_json_atomic
 from .engine import Engine, memory_mb
 from .models import (bf16_supported, checkpoint_layers, fp32_head, load_model, load_tokenizer, pick_device,
                      sampling_head, stop_token_ids)
-from .rewards import reward
+from .rewards import TRLReward, load_reward, reward
 
 def fused_adamw(params: list[torch.Tensor]) -> bool:
     """torch's fused AdamW kernel where it exists (CPU and CUDA, floating-point parameters): one pass over
@@ -165,9 +166,14 @@ def log_line(step: int, total: int, m: dict[str, float]) -> str:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True,
-                 reward_fn: Callable[..., dict[str, float]] = reward):
+                 reward_fn: Callable[..., dict[str, float]] | None = None):
         self.cfg, self.progress = cfg, progress
-        # (completion, gold, template, labels=, truncated=) -> {"total", "format", "accuracy"[, "guess"]}
+        # (completion, gold, template, labels=, truncated=) -> {"total", "format", "accuracy"[, "guess"]}, or a
+        # TRL-style f(prompts, completions, **columns) -> list[float] (rewards.TRLReward); --reward-fn names one
+        if reward_fn is None:
+            reward_fn = load_reward(cfg.reward_fn) if cfg.reward_fn else reward
+        elif not isinstance(reward_fn, TRLReward) and "completions" in inspect.signature(reward_fn).parameters:
+            reward_fn = TRLReward(reward_fn)
         self.reward_fn = reward_fn
         self.run_dir = Path(cfg.output)
         self.device = pick_device(cfg.device)
@@ -449,10 +455,17 @@ class Trainer:
         guess's accuracy) go into `m`."""
         G = self.cfg.num_generations
         golds = [self.train_examples[i].label for i in ro.prompt_ids for _ in range(G)]
-        parts = [self.reward_fn(t, g, self.template, labels=self.labels, truncated=cut)
-                 for t, g, cut in zip(ro.texts, golds, ro.truncated)]
-        for key in ("total", "format", "accuracy"):
-            m[f"reward/{key}"] = sum(p[key] for p in parts) / len(parts)
+        if isinstance(self.reward_fn, TRLReward):
+            prompt_ids = [i for i in ro.prompt_ids for _ in range(G)]
+            parts = self.reward_fn.batch(ro.texts, golds, self.template, self.labels, ro.truncated,
+                                         [self.prompts[i] for i in prompt_ids],
+                                         [self.train_examples[i].text for i in prompt_ids])
+        else:
+            parts = [self.reward_fn(t, g, self.template, labels=self.labels, truncated=cut)
+                     for t, g, cut in zip(ro.texts, golds, ro.truncated)]
+        for key in ("total", "format", "accuracy", "custom"):
+            if key in parts[0]:
+                m[f"reward/{key}"] = sum(p[key] for p in parts) / len(parts)
         if self.template == "gta":
             m["guess/accuracy"] = sum(p["guess"] for p in parts) / len(parts)
         m.update(completion_stats(ro.texts, ro.truncated, self.template))
@@ -556,5 +569,7 @@ class Trainer:
                                self.scheduler, ref, self.cfg.to_dict(), self.cfg.keep_checkpoints)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    return Trainer(cfg, resume=resume, progress=progress).train()
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          reward_fn: Callable[..., dict[str, float]] | None = None) -> Path:
+    """Train as `gta train` does; returns the run folder. `reward_fn`: see Trainer."""
+    return Trainer(cfg, resume=resume, progress=progress, reward_fn=reward_fn).train()
