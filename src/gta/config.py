@@ -95,6 +95,9 @@ class TrainConfig:
                                      "(checkpoints/best.json names it; needs --eval-every)",
                                choices=("eval/accuracy", "eval/f1"))
     log_every: int = _f(1, "write metrics every N steps")
+    report_to: str = _f("auto", "where metrics go besides metrics.jsonl: a comma list of tensorboard, wandb, mlflow, "
+                                "trackio, or none (auto: tensorboard when it is installed)")
+    run_name: str | None = _f(None, "the run's name in those backends (default: the run folder's name)")
     log_completions: int = _f(4, "write this many of each step's sampled completions (spread over its prompts) to "
                                  "completions.jsonl: spans, rewards, advantage (0 = none; process 0's rollouts)")
 

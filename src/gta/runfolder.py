@@ -12,7 +12,8 @@ from .config import ConfigError, TrainConfig
 # max_steps and epochs may grow (train longer: the learning-rate schedule then decays over the new total from the
 # resumed step on).
 RESUMABLE_CHANGES = {"output", "eval_every", "eval_limit", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs",
-                     "log_completions", "save_best"}
+                     "log_completions", "save_best",
+                     "report_to", "run_name"}
 LOGS = ("metrics.jsonl", "completions.jsonl")  # one JSON object with a "step" per line
 
 
@@ -57,25 +58,18 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 class MetricsLog:
-    """metrics.jsonl, one line per logged step, and TensorBoard when it is installed."""
+    """metrics.jsonl, one line per logged step, and the --report-to backends (tracking.py)."""
 
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "metrics.jsonl"
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.tb = None
-        else:
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+    def __init__(self, run_dir: Path, tracker=None):
+        self.path, self.tracker = run_dir / "metrics.jsonl", tracker
 
     def write(self, step: int, m: dict) -> None:
         row = {"step": step, **{k: round(v, 6) for k, v in sorted(m.items())}}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        if self.tb is not None:
-            for k, v in m.items():
-                self.tb.add_scalar(k, v, step)
+        if self.tracker is not None:
+            self.tracker.log(step, m)
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        if self.tracker is not None:
+            self.tracker.close()

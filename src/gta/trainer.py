@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, losses, prompts, rollout, runfolder
+from . import checkpoint, data, losses, prompts, rollout, runfolder, tracking
 from .config import ConfigError, TrainConfig, write_json_atomic
 from .engine import Engine, memory_mb
 from .models import (bf16_supported, checkpoint_layers, fp32_head, load_model, load_tokenizer, pick_device,
@@ -175,6 +175,7 @@ class Trainer:
         elif not isinstance(reward_fn, TRLReward) and "completions" in inspect.signature(reward_fn).parameters:
             reward_fn = TRLReward(reward_fn)
         self.reward_fn = reward_fn
+        self.backends = tracking.resolve(cfg.report_to)  # --report-to: checked before anything is loaded
         self.run_dir = Path(cfg.output)
         self.device = pick_device(cfg.device)
         # Several processes (torchrun, accelerate launch, mpirun): FSDP2, each process an equal share of a step's
@@ -260,7 +261,8 @@ class Trainer:
             cfg.save(self.run_dir / "config.json")
             print(self.summary())
         self.engine.barrier()
-        self.metrics_log = runfolder.MetricsLog(self.run_dir) if self.engine.is_main else None
+        self.metrics_log = runfolder.MetricsLog(self.run_dir, tracking.Tracker(
+            self.backends, self.run_dir, cfg.run_name, cfg.to_dict())) if self.engine.is_main else None
 
     def summary(self) -> str:
         """What the run is: model, device and precision, parameters, data, and the batch in prompts and completions
@@ -487,6 +489,8 @@ class Trainer:
                             "advantage": float(advantages[r]),
                             "truncated": ro.truncated[r], "completion": ro.texts[r]})
         runfolder.append_jsonl(self.run_dir / "completions.jsonl", records)
+        if self.metrics_log is not None and self.metrics_log.tracker is not None:
+            self.metrics_log.tracker.log_completions(step, records)
 
     def micro_batches(self, ro: Rollouts, advantages: torch.Tensor, gta: bool) -> list[MicroBatch]:
         """The rollouts in micro-batches of prompts, each with its G completions, trimmed to its longest one. The
