@@ -14,6 +14,14 @@ def test_report_writes_plots_and_summary(tmp_path, tiny_path, toy_data, capsys):
     assert main(["report", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "method gta" in out and "3 steps logged" in out and "SFT gradient dropped on" in out
+    # the last step's logged completions (default 4 per step; 3 shown), each with its gold label and advantage
+    import json
+
+    last = [json.loads(x) for x in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()][-4:]
+    assert "completions at step 3" in out
+    for r in last[:3]:
+        assert f"gold {r['gold']!r}: guess {r['guess']!r}, answer {r['answer']!r}" in out
+        assert f"advantage {r['advantage']:+.2f}" in out
     report = tmp_path / "run" / "report"
     expected = {"rewards", "guess", "eval", "loss", "conflict", "grad_norms", "rl_share", "completion_length"}
     assert {p.stem for p in report.glob("*.png")} == expected

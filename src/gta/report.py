@@ -111,7 +111,24 @@ def summary(run_dir: Path, rows: list[dict]) -> str:
                      f"rl_share {med['rl_share']:.3f}")
     if any("step_time_s" in r for r in rows):
         lines.append(f"  mean step time {mean('step_time_s'):.2f} s")
-    return "\n".join(lines)
+    return "\n".join(lines + completions_sample(run_dir))
+
+
+def completions_sample(run_dir: Path, n: int = 3, width: int = 100) -> list[str]:
+    """A few of the last logged step's sampled completions (completions.jsonl): gold, the spans, reward, advantage."""
+    path = Path(run_dir) / "completions.jsonl"
+    records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    if not records:
+        return []
+    last = [r for r in records if r["step"] == records[-1]["step"]][:n]
+    lines = [f"  completions at step {last[0]['step']} (of completions.jsonl):"]
+    for r in last:
+        spans = ", ".join(f"{k} {r[k]!r}" for k in ("guess", "answer") if k in r)
+        think = r.get("think")
+        think = f", think {think[:width] + '...' if len(think) > width else think!r}" if think else ""
+        lines.append(f"    gold {r['gold']!r}: {spans}{think}; reward {r['reward/total']:g}, advantage "
+                     f"{r['advantage']:+.2f}")
+    return lines
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[list[Path], str]:
