@@ -208,3 +208,16 @@ def test_resume_may_train_longer_but_not_shorter(finished_run, tiny_path, capsys
     fails(capsys, train_args(tiny_path, d, finished_run, "--resume", "--max-steps", "2"),
           "is at step 3, past the 2 steps", "train longer, not shorter")
     assert snapshot(finished_run) == before
+
+
+def test_corrupt_parquet_tiny_prompt_budget_and_resume_with_nothing_to_resume(tmp_path, tiny_path, capsys):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "train.parquet").write_bytes(b"this is not parquet at all")
+    fails(capsys, train_args(tiny_path, tmp_path / "p", tmp_path / "out"), "train.parquet: not a readable parquet file")
+    write_jsonl(tmp_path / "d", "train", GOOD_TRAIN)
+    err = fails(capsys, train_args(tiny_path, tmp_path / "d", tmp_path / "out2", "--max-prompt-length", "10"),
+                "--max-prompt-length 10 leaves", "raise it")
+    assert len(err.strip().splitlines()) == 1
+    assert main(train_args(tiny_path, tmp_path / "d", tmp_path / "fresh", "--resume")) == 0
+    assert "--resume: nothing to resume in" in capsys.readouterr().out
+    assert (tmp_path / "fresh" / "checkpoints" / "latest.json").is_file()

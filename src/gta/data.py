@@ -74,7 +74,11 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
             import pyarrow.parquet as pq
         except ImportError:
             raise DataError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
-        return [(n, row) for n, row in enumerate(pq.read_table(path).to_pylist(), 1)]
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow's ArrowInvalid / OSError on a corrupt or truncated file
+            raise DataError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+        return [(n, row) for n, row in enumerate(table.to_pylist(), 1)]
     raise DataError(f"{path}: unsupported format; use one of {', '.join(FORMATS)}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .config import ConfigError
 from .data import normalize_label
 
 SYSTEM = "You are a careful text classifier."
@@ -170,7 +171,7 @@ def make_prompts(tokenizer, texts: list[str], labels: list[str], template: str, 
     overhead = len(tokenizer(build(""), add_special_tokens=False)["input_ids"])
     budget = max_prompt_length - overhead
     if budget < 8:
-        raise ValueError(f"--max-prompt-length {max_prompt_length} leaves {budget} tokens for the text after the "
+        raise ConfigError(f"--max-prompt-length {max_prompt_length} leaves {budget} tokens for the text after the "
                          f"{overhead}-token instructions; raise it")
     out, truncated = [], 0
     for text in texts:

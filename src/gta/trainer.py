@@ -216,6 +216,8 @@ class Trainer:
                                  lora_dropout=cfg.lora_dropout, lora_target_modules=cfg.lora_target_modules,
                                  attn_implementation=cfg.attn_implementation)
         resume_from = checkpoint.latest(self.run_dir) if resume else None
+        if resume and resume_from is None and self.engine.is_main:
+            print(f"[gta] --resume: nothing to resume in {self.run_dir} (no checkpoint yet); starting a new run")
         # Several processes: process 0 alone reads the model (on the CPU), every process builds it on the meta device,
         # shards it, and receives its shards from process 0 (Engine.fill): no other process holds the whole model
         whole = load(device="cpu") if self.engine.is_main or not self.engine.sharded else None
