@@ -316,3 +316,39 @@ def test_the_package_exports_trainer_and_train():
     assert (gta.Trainer, gta.train, gta.TrainConfig) == (Trainer, train, TrainConfig)
     with pytest.raises(AttributeError):
         gta.NoSuchThing
+
+
+def test_without_a_validation_split_evaluation_holds_out_training_examples_not_the_test_split(tmp_path, tiny_path,
+                                                                                              toy_data, capsys):
+    import shutil
+
+    from gta.cli import main
+
+    data = tmp_path / "noval"
+    data.mkdir()
+    for split in ("train", "test"):
+        shutil.copy(toy_data / f"{split}.jsonl", data / f"{split}.jsonl")
+    base = dict(model=tiny_path, dataset="noval", data_dir=str(data), max_steps=1, batch_size=2, micro_batch_size=1,
+                num_generations=2, num_iterations=1, max_completion_length=8, max_prompt_length=160, bf16=False,
+                eval_limit=100)
+    texts = lambda exs: {ex.text for ex in exs}  # noqa: E731
+    t = Trainer(TrainConfig(**base, output=str(tmp_path / "a"), eval_every=1, eval_split_ratio=0.25), progress=False)
+    assert "no validation split: 18 of its 72 training examples" in capsys.readouterr().out
+    assert len(t.eval_examples) == 18 and len(t.train_examples) == 54
+    assert not texts(t.eval_examples) & texts(t.train_examples)
+    assert all("about train item" in x for x in texts(t.eval_examples))  # from train, never from test
+    assert sorted(ex.label for ex in t.eval_examples) == sorted([lab for lab in set(t.labels)] * 3)  # stratified
+    t = Trainer(TrainConfig(**base, output=str(tmp_path / "b")), progress=False)  # no evaluation: nothing held out
+    assert len(t.train_examples) == 72 and not t.eval_examples
+    t = Trainer(TrainConfig(**base, output=str(tmp_path / "c"), eval_every=1, eval_on_test=True), progress=False)
+    assert "evaluating on its test split" in capsys.readouterr().out
+    assert all("about test item" in x for x in texts(t.eval_examples)) and len(t.train_examples) == 72
+    capsys.readouterr()
+    argv = ["train", "--model", tiny_path, "--dataset", "noval", "--data-dir", str(data), "--max-steps", "1",
+            "--no-bf16", "--output", str(tmp_path / "d"), "--eval-every", "1", "--eval-split-ratio", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nothing to evaluate" in err and "--eval-on-test" in err
+    Trainer(TrainConfig(**base, output=str(tmp_path / "e")), progress=False).train()
+    with pytest.raises(ConfigError, match="cannot turn --eval-every on or off"):
+        Trainer(TrainConfig(**base, output=str(tmp_path / "e"), eval_every=1), resume=True, progress=False)

@@ -89,6 +89,10 @@ class TrainConfig:
     # logging, evaluation, checkpoints
     eval_every: int = _f(0, "evaluate on a validation subset every N steps (0 = never)")
     eval_limit: int = _f(64, "size of that validation subset")
+    eval_split_ratio: float = _f(0.05, "without a validation split: the share of the train split held out (seeded, "
+                                       "stratified, never trained on) for --eval-every")
+    eval_on_test: bool = _f(False, "without a validation split: evaluate on the test split during training instead "
+                                   "(its later test score is then not a clean one)")
     save_every: int = _f(50, "checkpoint every N steps (and always at the end)")
     keep_checkpoints: int = _f(2, "how many checkpoints to keep (the --save-best one is kept beside them)")
     save_best: str | None = _f(None, "also keep the checkpoint of the best evaluation by this metric "
@@ -116,7 +120,8 @@ class TrainConfig:
             ("beta", self.beta >= 0, ">= 0"), ("lambda1", self.lambda1 >= 0, ">= 0"),
             ("lambda2", self.lambda2 >= 0, ">= 0"), ("lora_r", self.lora_r >= 0, ">= 0"),
             ("ref_sync_steps", self.ref_sync_steps >= 0, ">= 0"), ("eval_every", self.eval_every >= 0, ">= 0"),
-            ("eval_limit", self.eval_limit >= 1, ">= 1"), ("save_every", self.save_every >= 1, ">= 1"),
+            ("eval_limit", self.eval_limit >= 1, ">= 1"),
+            ("eval_split_ratio", 0 <= self.eval_split_ratio < 1, "in [0, 1)"), ("save_every", self.save_every >= 1, ">= 1"),
             ("keep_checkpoints", self.keep_checkpoints >= 0, ">= 0"), ("log_every", self.log_every >= 1, ">= 1"),
             ("log_completions", self.log_completions >= 0, ">= 0"),
             ("max_prompt_length", self.max_prompt_length >= 1, ">= 1"),

@@ -228,13 +228,39 @@ def stratified_subset(examples: list[Example], n: int | None, seed: int) -> list
 
 
 def training_sets(name: str, data_dir: str | None, text_column: str, label_column: str, train_limit: int | None,
-                  eval_limit: int | None, seed: int) -> tuple[list[str], list[Example], list[Example]]:
-    """What training reads: the label set, the seeded stratified training subset, and the validation subset (the
-    test split where there is no validation split); every split's labels are checked against the training labels."""
+                  eval_limit: int | None, seed: int, evaluate: bool = False, eval_split_ratio: float = 0.05,
+                  eval_on_test: bool = False) -> tuple[list[str], list[Example], list[Example], str | None]:
+    """What training reads: the label set, the seeded stratified training subset, the subset evaluated during
+    training, and a line saying where that subset came from when it is not the validation split. Without a
+    validation split, a training run that evaluates (`evaluate`) holds out a seeded stratified `eval_split_ratio`
+    share of the train split, never trained on; the test split serves only when asked (`eval_on_test`). Every
+    split's labels are checked against the training labels."""
+    from .config import ConfigError
+
     splits = load_splits(name, data_dir, text_column, label_column)
     labels = label_set(splits["train"])
     for split in ("validation", "test"):
         if split in splits:
             check_labels(splits[split], labels, split)
-    held_out = splits.get("validation", splits.get("test", []))
-    return labels, stratified_subset(splits["train"], train_limit, seed), stratified_subset(held_out, eval_limit, seed)
+    train, held_out, note = splits["train"], [], None
+    if "validation" in splits:
+        held_out = splits["validation"]
+    elif eval_on_test:
+        if "test" not in splits:
+            raise ConfigError(f"--eval-on-test, but {name} has no test split")
+        held_out = splits["test"]
+        note = (f"warning: {name} has no validation split; evaluating on its test split during training "
+                "(--eval-on-test), so a test score of this run is no longer a clean one")
+    elif evaluate and eval_split_ratio > 0:
+        k = max(1, round(eval_split_ratio * len(train)))
+        if k >= len(train):
+            raise ConfigError(f"--eval-split-ratio {eval_split_ratio} holds out all {len(train)} training examples")
+        held_out = stratified_subset(train, k, seed)
+        chosen = {id(ex) for ex in held_out}
+        train = [ex for ex in train if id(ex) not in chosen]
+        note = (f"{name} has no validation split: {k} of its {len(train) + k} training examples (a seeded stratified "
+                f"--eval-split-ratio {eval_split_ratio}) are held out for evaluation and never trained on")
+    if evaluate and not held_out:
+        raise ConfigError(f"--eval-every, but nothing to evaluate: {name} has no validation split and "
+                          "--eval-split-ratio is 0; give a ratio, or --eval-on-test")
+    return labels, stratified_subset(train, train_limit, seed), stratified_subset(held_out, eval_limit, seed), note

@@ -28,6 +28,10 @@ def check(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
         if changed:
             diff = ", ".join(f"{k}: {old[k]!r} -> {getattr(cfg, k)!r}" for k in sorted(changed))
             raise ConfigError(f"--resume with a changed config ({diff}); use the run's settings or a new --output")
+        if (old.get("eval_every", 0) > 0) != (cfg.eval_every > 0):  # the period may change, not whether it evaluates
+            raise ConfigError(f"--resume cannot turn --eval-every on or off ({old.get('eval_every', 0)} -> "
+                              f"{cfg.eval_every}): without a validation split it decides which training examples "
+                              "are held out")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"{run_dir} exists and is not empty, but holds no gta run; choose another --output")
     run_dir.mkdir(parents=True, exist_ok=True)
