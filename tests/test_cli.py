@@ -131,3 +131,28 @@ def test_readme_config_example_and_trl_table_match_the_code(tmp_path):
     flags = set(re.findall(r"`(--[a-z-]+)", section))
     known = {o for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions for o in a.option_strings}
     assert flags and flags <= known, flags - known
+
+
+def test_eval_of_a_run_defaults_to_its_data_and_takes_an_earlier_checkpoint(tmp_path, tiny_path, toy_data, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--method", "sft", "--model", tiny_path, "--dataset", "toy", "--data-dir", str(toy_data),
+                 "--train-limit", "8", "--max-steps", "2", "--batch-size", "2", "--save-every", "1", "--no-bf16",
+                 "--max-prompt-length", "160", "--output", str(run), "--no-progress"]) == 0
+    def read(d):  # the metrics, less the timing
+        return {k: v for k, v in json.loads((d / "metrics.json").read_text()).items() if "_per_s" not in k
+                and "seconds" not in k and "wall" not in k}
+
+    assert main(["eval", str(run), "--test-limit", "6", "--output", str(tmp_path / "implicit")]) == 0
+    assert main(["eval", str(run), "--dataset", "toy", "--data-dir", str(toy_data), "--text-column", "text",
+                 "--label-column", "label", "--test-limit", "6", "--output", str(tmp_path / "explicit")]) == 0
+    implicit, explicit = read(tmp_path / "implicit"), read(tmp_path / "explicit")
+    assert implicit == explicit and implicit["dataset"] == "toy"
+    assert main(["eval", str(run), "--checkpoint", "step-1", "--test-limit", "6", "--output",
+                 str(tmp_path / "first")]) == 0
+    assert read(tmp_path / "first")["checkpoint"] == "step-1"
+    capsys.readouterr()
+    assert main(["eval", str(run), "--checkpoint", "step-7"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint 'step-7'" in err and "step-000001, step-000002" in err
+    assert main(["eval", "--model", tiny_path]) == 2
+    assert "give --dataset" in capsys.readouterr().err

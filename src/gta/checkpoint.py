@@ -121,6 +121,19 @@ def latest(run_dir: Path) -> Path | None:
     return path
 
 
+def named(run_dir: Path, name: str) -> Path:
+    """The checkpoint folder `step-N` (or `step-00000N`, as written) of a run."""
+    ckdir = Path(run_dir) / "checkpoints"
+    try:
+        path = ckdir / f"step-{int(name.removeprefix('step-')):06d}"
+    except ValueError:
+        path = None
+    if path is None or not path.is_dir():
+        have = ", ".join(p.name for p in sorted(ckdir.glob("step-*"))) or "none"
+        raise CheckpointError(f"{ckdir} has no checkpoint {name!r} (it has: {have})")
+    return path
+
+
 def load_weights(model, path: Path) -> None:
     """Load a checkpoint's weights (full model or LoRA adapter) into an already-built model."""
     if is_peft(model):

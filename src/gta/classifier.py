@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, prompts
+from . import checkpoint as checkpoints
+from . import prompts
 from .config import TrainConfig
 from .evaluate import (FAST_CLOSING, INVALID, canonical_label, check_reasons_first, constrained_answers,
                        generate_texts, score_labels)
@@ -22,17 +23,18 @@ class Classifier:
         self.instructions, self.system = instructions, system  # the run's prompt (--instructions, --system-prompt)
 
     @classmethod
-    def from_pretrained(cls, run_dir: str | Path, device: str = "auto", max_new_tokens: int | None = None):
-        """Load the latest checkpoint of a `gta train` run folder."""
+    def from_pretrained(cls, run_dir: str | Path, device: str = "auto", max_new_tokens: int | None = None,
+                        checkpoint: str | None = None):
+        """Load the latest checkpoint of a `gta train` run folder, or the one named (`step-N`)."""
         run_dir = Path(run_dir)
         if not (run_dir / "config.json").is_file():
             raise FileNotFoundError(f"{run_dir} is not a gta run folder (no config.json)")
         cfg = TrainConfig.load(run_dir / "config.json")
         labels = json.loads((run_dir / "labels.json").read_text())
-        path = checkpoint.latest(run_dir)
+        path = checkpoints.named(run_dir, checkpoint) if checkpoint else checkpoints.latest(run_dir)
         if path is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
-        checkpoint.verify(path)
+        checkpoints.verify(path)
         dev = pick_device(device)
         if cfg.lora_r > 0:
             model = load_model(cfg.model, dev, adapter=str(path), trust_remote_code=cfg.trust_remote_code)

@@ -58,7 +58,12 @@ def cmd_eval(args) -> None:
     from .prompts import METHOD_TEMPLATE
 
     if args.run_dir:
-        clf = Classifier.from_pretrained(args.run_dir, args.device, args.max_new_tokens)
+        clf = Classifier.from_pretrained(args.run_dir, args.device, args.max_new_tokens, checkpoint=args.checkpoint)
+        run_cfg = TrainConfig.load(Path(args.run_dir) / "config.json")  # what the run read, unless flags say otherwise
+        if args.dataset is None:
+            args.dataset, args.data_dir = run_cfg.dataset, args.data_dir or run_cfg.data_dir
+        args.text_column = args.text_column or run_cfg.text_column
+        args.label_column = args.label_column or run_cfg.label_column
         model, tokenizer, labels, template = clf.model, clf.tokenizer, clf.labels, clf.template
         max_prompt, max_new, bf16 = clf.max_prompt_length, clf.max_new_tokens, clf.bf16
         instructions, system = clf.instructions, clf.system
@@ -76,6 +81,11 @@ def cmd_eval(args) -> None:
         out_dir = Path(args.output or f"runs/zeroshot-{Path(args.model).name}-{template}-{args.dataset}") / "eval"
     else:
         raise ConfigError("give a RUN_DIR, or --model ID for a zero-shot evaluation of a base model")
+    if args.dataset is None:
+        raise ConfigError("--model evaluates a base model: give --dataset (and --data-dir)")
+    if args.checkpoint and not args.run_dir:
+        raise ConfigError("--checkpoint names a checkpoint of a RUN_DIR")
+    args.text_column, args.label_column = args.text_column or "text", args.label_column or "label"
     splits = load_splits(args.dataset, args.data_dir, args.text_column, args.label_column)
     if labels is None:
         labels = label_set(splits["train"])
@@ -87,7 +97,8 @@ def cmd_eval(args) -> None:
                                          batch_size=args.batch_size, constrain_answer=args.constrain_answer,
                                          instructions=instructions, system=system)
     metrics.update({"dataset": args.dataset, "split": args.split, "test_limit": args.test_limit, "seed": args.seed,
-                    "template": template, "model": args.model, "run_dir": args.run_dir})
+                    "template": template, "model": args.model, "run_dir": args.run_dir,
+                    **({"checkpoint": args.checkpoint} if args.checkpoint else {})})
     write_results(out_dir, metrics, records)
     print(format_report(metrics))
     print(f"[gta] wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.jsonl'}")
@@ -143,10 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run (or a base model zero-shot) on a test split", allow_abbrev=False)
     p.add_argument("run_dir", nargs="?", help="a gta train --output folder")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
+    p.add_argument("--dataset", default=None, help="default: the run's")
+    p.add_argument("--data-dir", default=None, help="default: the run's")
+    p.add_argument("--text-column", default=None, help="default: the run's, else text")
+    p.add_argument("--label-column", default=None, help="default: the run's, else label")
+    p.add_argument("--checkpoint", default=None, metavar="step-N",
+                   help="evaluate this checkpoint of the run instead of its latest")
     p.add_argument("--split", default="test")
     p.add_argument("--test-limit", type=int, default=None, help="seeded stratified subset of the split")
     p.add_argument("--seed", type=int, default=0)
