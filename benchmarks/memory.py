@@ -167,7 +167,10 @@ def per_gpu(shape: str, gpus: int, lora: bool, act: dict, tokens: int) -> dict:
         groups = {"weights": 4 * n / gpus, "grads": 8 * n / gpus, "optimizer": 8 * n / gpus,
                   "reference": 4 * n / gpus, "sampler": 2 * n}
     gb = {k: v / 2 ** 30 for k, v in groups.items()}
-    gb["activations"] = (act["per_token"]["whole"] * tokens + act["fixed"]["whole"]) / 2 ** 30
+    # the fixed part measured in part 2 is autocast's bf16 copies of float32 weights (it equals 2 bytes per linear
+    # weight); a bf16 base (LoRA under --dtype auto) is used as it is, without copies
+    fixed = 0 if lora else act["fixed"]["whole"]
+    gb["activations"] = (act["per_token"]["whole"] * tokens + fixed) / 2 ** 30
     return {"model": shape, "parameters": n, "gpus": gpus, "training": "lora" if lora else "full", "gb": gb,
             "total_gb": sum(gb.values())}
 
