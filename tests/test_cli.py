@@ -156,3 +156,39 @@ def test_eval_of_a_run_defaults_to_its_data_and_takes_an_earlier_checkpoint(tmp_
     assert "no checkpoint 'step-7'" in err and "step-000001, step-000002" in err
     assert main(["eval", "--model", tiny_path]) == 2
     assert "give --dataset" in capsys.readouterr().err
+
+
+def test_predict_reads_txt_csv_jsonl_and_writes_jsonl_or_csv(tmp_path, tiny_path, toy_data, capsys):
+    import csv
+
+    run = tmp_path / "run"
+    assert main(["train", "--method", "gta", "--model", tiny_path, "--dataset", "toy", "--data-dir", str(toy_data),
+                 "--train-limit", "8", "--max-steps", "1", "--batch-size", "2", "--num-generations", "2",
+                 "--num-iterations", "1", "--max-completion-length", "8", "--no-bf16", "--max-prompt-length", "160",
+                 "--output", str(run), "--no-progress"]) == 0
+    texts = ["i feel happy today", "this makes me so angry", "what a surprise"]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n\n")
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in texts))
+    with (tmp_path / "in.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "body"])
+        w.writerows([[i, t] for i, t in enumerate(texts)])
+    outs = {}
+    for src, extra in (("in.txt", []), ("in.jsonl", ["--text-column", "body"]), ("in.csv", ["--text-column", "body"])):
+        out = tmp_path / f"{src}.out.jsonl"
+        assert main(["predict", str(run), "--input", str(tmp_path / src), *extra, "--output", str(out),
+                     "--batch-size", "2"]) == 0
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert [r["text"] for r in rows] == texts and all(set(r) == {"text", "label"} for r in rows)
+        outs[src] = [r["label"] for r in rows]
+    assert outs["in.txt"] == outs["in.jsonl"] == outs["in.csv"]  # greedy: the same texts, the same labels
+    out = tmp_path / "explained.csv"
+    assert main(["predict", str(run), "--input", str(tmp_path / "in.txt"), "--explain", "--output", str(out)]) == 0
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and set(rows[0]) == {"text", "label", "guess", "think", "output"}
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(tmp_path / "in.jsonl")]) == 2  # no 'text' field
+    assert "in.jsonl, line 1: field 'text' is missing (--text-column names it)" in capsys.readouterr().err
+    assert main(["predict", str(run), "hi", "--output", str(tmp_path / "x.parquet")]) == 2
+    assert "use a .jsonl or .csv file" in capsys.readouterr().err

@@ -48,14 +48,15 @@ class Classifier:
                    system=cfg.system_prompt)
 
     def predict(self, texts: list[str] | str, explain: bool = False, fast: bool = False, progress: bool = False,
-                constrain_answer: bool = False):
+                constrain_answer: bool = False, batch_size: int = 8):
         """Labels (None where the output has no `<answer>` span naming a known label: the last one is read,
         as the accuracy reward reads it, in format or not); with
         explain=True, dicts with label, guess, think and the raw output. fast=True stops after the guess
         (gta) or answer (sft) span, the label constrained to the label set: no reasoning, and no decoding of it
         (the prompt's prefill remains, so the gain grows with the length of the reasoning).
         constrain_answer=True (gta, grpo runs) keeps the reasoning and constrains the answer to the label set
-        (None only where the output never reaches its `<answer>` tag in format)."""
+        (None only where the output never reaches its `<answer>` tag in format). `batch_size` texts are decoded
+        together."""
         if fast and constrain_answer:
             raise ValueError("choose fast (no reasoning) or constrain_answer (reasoning, then a constrained answer)")
         if constrain_answer:
@@ -73,15 +74,16 @@ class Classifier:
                 raise ValueError(f"fast inference needs a run whose output starts with a label span (gta, gta-rl, "
                                  f"sft); this run uses the {self.template!r} template")
             fast_labels = score_labels(self.model, self.tokenizer, prompt_texts, self.labels,
-                                       FAST_CLOSING[self.template], self.bf16, progress=progress)
+                                       FAST_CLOSING[self.template], self.bf16, batch_size=batch_size,
+                                       progress=progress)
             results = [{"label": lab, "guess": lab, "think": None, "output": None} if explain else lab
                        for lab in fast_labels]
             return results[0] if single else results
         outputs = generate_texts(self.model, self.tokenizer, prompt_texts, self.max_new_tokens, self.bf16,
-                                 progress=progress, desc="predicting")
+                                 batch_size=batch_size, progress=progress, desc="predicting")
         if constrain_answer:
             picked = constrained_answers(self.model, self.tokenizer, prompt_texts, outputs, self.labels,
-                                         self.template, self.bf16, progress=progress)
+                                         self.template, self.bf16, batch_size=batch_size, progress=progress)
         results = []
         for i, out in enumerate(outputs):
             p = prompts.parse(prompts.prime(self.template) + out, self.template)

@@ -104,6 +104,48 @@ def cmd_eval(args) -> None:
     print(f"[gta] wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.jsonl'}")
 
 
+def read_inputs(path: str, text_column: str) -> list[str]:
+    """Texts to classify from a .txt file (one per non-empty line), .csv or .jsonl (the text column)."""
+    from .data import DataError, _read_rows, _read_text
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"--input {path}: no such file")
+    if file.suffix not in (".txt", ".csv", ".jsonl"):
+        raise DataError(f"--input {path}: use a .txt (one text per line), .csv or .jsonl file")
+    if file.suffix == ".txt":
+        return [line for line in _read_text(file).splitlines() if line.strip()]
+    texts = []
+    for n, row in _read_rows(file):
+        text = row.get(text_column)
+        if not isinstance(text, str) or not text.strip():
+            what = "missing" if text is None else "empty or not text"
+            raise DataError(f"{path}, line {n}: field {text_column!r} is {what} (--text-column names it)")
+        texts.append(text)
+    return texts
+
+
+def write_predictions(path: str, texts: list[str], results: list, explain: bool) -> None:
+    """One row per input text: text, label ('' in csv, null in jsonl where no label), and with --explain the guess,
+    think and the raw output. Written to a temporary file, then renamed."""
+    import csv
+    import json
+
+    file = Path(path)
+    if file.suffix not in (".jsonl", ".csv"):
+        raise ConfigError(f"--output {path}: use a .jsonl or .csv file")
+    rows = [{"text": t, **(r if explain else {"label": r})} for t, r in zip(texts, results)]
+    tmp = file.with_name(file.name + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as f:
+        if file.suffix == ".jsonl":
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        else:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    tmp.replace(file)
+
+
 def cmd_predict(args) -> None:
     from .classifier import Classifier
 
@@ -111,16 +153,25 @@ def cmd_predict(args) -> None:
     empty = [i for i, t in enumerate(texts, 1) if not t.strip()]
     if empty:
         raise ConfigError(f"text {empty[0]} of the command line is empty; give text to classify")
-    if args.file:
-        texts += [line.rstrip("\n") for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if args.input:
+        texts += read_inputs(args.input, args.text_column)
     if not texts:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
-        raise ConfigError("no text to classify: pass texts, --file PATH, or lines on stdin")
+        raise ConfigError("no text to classify: pass texts, --input FILE, or lines on stdin")
     if args.fast and args.constrain_answer:
         raise ConfigError("choose --fast (no reasoning) or --constrain-answer (reasoning, then a constrained answer)")
+    if args.output and Path(args.output).suffix not in (".jsonl", ".csv"):
+        raise ConfigError(f"--output {args.output}: use a .jsonl or .csv file")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     clf = Classifier.from_pretrained(args.run_dir, args.device)
-    results = clf.predict(texts, explain=args.explain, fast=args.fast, constrain_answer=args.constrain_answer)
+    results = clf.predict(texts, explain=args.explain, fast=args.fast, constrain_answer=args.constrain_answer,
+                          batch_size=args.batch_size, progress=args.output is not None)
+    if args.output:
+        write_predictions(args.output, texts, results, args.explain)
+        print(f"[gta] wrote {len(texts)} predictions to {args.output}")
+        return
     for text, result in zip(texts, results):
         if args.explain:
             print(f"label: {result['label']}\nguess: {result['guess']}\nthink: {result['think']}\n")
@@ -178,8 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify texts with a trained run", allow_abbrev=False)
     p.add_argument("run_dir")
-    p.add_argument("texts", nargs="*", help="texts to classify (else --file, else stdin, one per line)")
-    p.add_argument("--file", default=None)
+    p.add_argument("texts", nargs="*", help="texts to classify (else --input, else stdin, one per line)")
+    p.add_argument("--input", "--file", dest="input", default=None, metavar="FILE",
+                   help="texts to classify: .txt (one per line), .csv or .jsonl (--text-column)")
+    p.add_argument("--text-column", default="text", help="the text column of a .csv or .jsonl --input")
+    p.add_argument("--output", default=None, metavar="FILE",
+                   help="write one row per text to this .jsonl or .csv file instead of printing")
+    p.add_argument("--batch-size", type=int, default=8, help="texts decoded together")
     p.add_argument("--explain", action="store_true", help="also print the guess and the reasoning")
     p.add_argument("--fast", action="store_true",
                    help="stop after the guess (label constrained to the label set): no reasoning, much faster")
