@@ -25,8 +25,13 @@ class Classifier:
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto", max_new_tokens: int | None = None,
                         checkpoint: str | None = None):
-        """Load the latest checkpoint of a `gta train` run folder, or the one named (`step-N`)."""
+        """Load the latest checkpoint of a `gta train` run folder, or the one named (`step-N`); or a folder that
+        `gta export` wrote (a local path, or a hub id when online)."""
         run_dir = Path(run_dir)
+        if not run_dir.exists() and str(run_dir).count("/") == 1 and not str(run_dir).startswith("."):
+            run_dir = _download(str(run_dir))
+        if (run_dir / "gta.json").is_file():
+            return cls._from_export(run_dir, device, max_new_tokens)
         if not (run_dir / "config.json").is_file():
             raise FileNotFoundError(f"{run_dir} is not a gta run folder (no config.json)")
         cfg = TrainConfig.load(run_dir / "config.json")
@@ -46,6 +51,20 @@ class Classifier:
         return cls(model, tokenizer, labels, prompts.METHOD_TEMPLATE[cfg.method], cfg.max_prompt_length,
                    max_new_tokens or cfg.max_completion_length, bf16=False, instructions=cfg.instructions,
                    system=cfg.system_prompt)
+
+    @classmethod
+    def _from_export(cls, folder: Path, device: str, max_new_tokens: int | None):
+        info = json.loads((folder / "gta.json").read_text())
+        dev = pick_device(device)
+        if info["adapter"]:
+            model = load_model(info["base_model"], dev, adapter=str(folder), trust_remote_code=info["trust_remote_code"])
+        else:
+            model = load_model(str(folder), dev, trust_remote_code=info["trust_remote_code"])
+        if info["bf16"] and bf16_supported(dev):
+            model = model.to(torch.bfloat16)
+        return cls(model, load_tokenizer(str(folder)), info["labels"], info["template"], info["max_prompt_length"],
+                   max_new_tokens or info["max_new_tokens"], bf16=False, instructions=info["instructions"],
+                   system=info["system_prompt"])
 
     def predict(self, texts: list[str] | str, explain: bool = False, fast: bool = False, progress: bool = False,
                 constrain_answer: bool = False, batch_size: int = 8):
@@ -91,3 +110,14 @@ class Classifier:
             label = picked[i] if constrain_answer else (None if label == INVALID else label)
             results.append({"label": label, "guess": p.guess, "think": p.think, "output": out} if explain else label)
         return results[0] if single else results
+
+
+def _download(repo_id: str) -> Path:
+    """An exported classifier on the Hugging Face hub, fetched into its cache (online only)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as e:  # offline, no such repository, no access
+        raise FileNotFoundError(f"{repo_id} is neither a local folder nor a hub repository that could be fetched "
+                                f"({type(e).__name__})") from None

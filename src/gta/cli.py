@@ -179,6 +179,14 @@ def cmd_predict(args) -> None:
             print(result if result is not None else "<invalid>")
 
 
+def cmd_export(args) -> None:
+    from .export import export
+
+    out = export(args.run_dir, args.out, checkpoint=args.checkpoint, merge_lora=args.merge_lora)
+    print(f"[gta] exported to {out}: weights, tokenizer, generation_config.json, gta.json and a model card "
+          f"(README.md); load it with gta.Classifier.from_pretrained('{out}')")
+
+
 def cmd_report(args) -> None:
     from .report import write_report
 
@@ -243,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reason as usual, then constrain the answer to the label set")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a run as a clean Hugging Face folder with a model card",
+                       allow_abbrev=False)
+    p.add_argument("run_dir")
+    p.add_argument("out", help="a new (or empty) folder")
+    p.add_argument("--checkpoint", default=None, metavar="step-N", help="this checkpoint instead of the latest")
+    p.add_argument("--merge-lora", action="store_true", help="merge a LoRA adapter into its base (full weights)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="plot a run's metrics (PNG files) and print a short summary", allow_abbrev=False)
     p.add_argument("run_dir")
