@@ -192,3 +192,24 @@ def test_predict_reads_txt_csv_jsonl_and_writes_jsonl_or_csv(tmp_path, tiny_path
     assert "in.jsonl, line 1: field 'text' is missing (--text-column names it)" in capsys.readouterr().err
     assert main(["predict", str(run), "hi", "--output", str(tmp_path / "x.parquet")]) == 2
     assert "use a .jsonl or .csv file" in capsys.readouterr().err
+
+
+def test_the_your_data_walkthrough_commands_parse():
+    """Every `gta` command of docs/your-data.md is accepted by the parser as written (optional [flags] included)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from gta.cli import build_parser
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "your-data.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", doc, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("gta "):
+                commands.append(shlex.split(line.replace("[", "").replace("]", ""))[1:])
+    assert len(commands) == 5
+    for argv in commands:
+        args, extra = build_parser().parse_known_args(argv)
+        assert not extra, (argv, extra)
