@@ -352,3 +352,33 @@ def test_without_a_validation_split_evaluation_holds_out_training_examples_not_t
     Trainer(TrainConfig(**base, output=str(tmp_path / "e")), progress=False).train()
     with pytest.raises(ConfigError, match="cannot turn --eval-every on or off"):
         Trainer(TrainConfig(**base, output=str(tmp_path / "e"), eval_every=1), resume=True, progress=False)
+
+
+def test_label_names_turn_coded_labels_into_words_for_training_eval_and_predict(tmp_path, tiny_path, capsys):
+    from gta.cli import main
+
+    data = tmp_path / "coded"
+    data.mkdir()
+    words = {0: "sad", 1: "happy", 2: "angry"}
+    for split, n in (("train", 12), ("validation", 6), ("test", 6)):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps({"text": f"i feel {words[i % 3]} item {i}",
+                                                                  "label": i % 3}) + "\n" for i in range(n)))
+    (tmp_path / "names.json").write_text(json.dumps(["sad", "happy", "angry"]))
+    run = tmp_path / "run"
+    for spec in ("0=sad, 1=happy,2=angry", str(tmp_path / "names.json")):
+        t = Trainer(TrainConfig(model=tiny_path, dataset="coded", data_dir=str(data), label_names=spec, max_steps=1,
+                                batch_size=2, micro_batch_size=1, num_generations=2, num_iterations=1,
+                                max_completion_length=8, max_prompt_length=160, bf16=False,
+                                output=str(run if spec.endswith(".json") else tmp_path / "a")), progress=False)
+        assert t.labels == ["sad", "happy", "angry"] and {ex.label for ex in t.train_examples} == set(t.labels)
+        assert "sad, happy, angry" in t.prompts[0]
+    t.train()
+    assert json.loads((run / "labels.json").read_text()) == ["sad", "happy", "angry"]
+    assert main(["eval", str(run), "--test-limit", "3"]) == 0  # the run's --label-names, read from its config
+    assert main(["eval", "--model", tiny_path, "--dataset", "coded", "--data-dir", str(data), "--label-names",
+                 "0=sad,1=happy", "--output", str(tmp_path / "z")]) == 2
+    assert "--label-names names no label '2' of the" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="'1:happy' is not CODE=NAME"):
+        TrainConfig(model=tiny_path, dataset="coded", data_dir=str(data), label_names="0=sad,1:happy")
+        Trainer(TrainConfig(model=tiny_path, dataset="coded", data_dir=str(data), label_names="0=sad,1:happy",
+                            bf16=False, output=str(tmp_path / "b")), progress=False)

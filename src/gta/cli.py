@@ -63,6 +63,7 @@ def cmd_eval(args) -> None:
         if args.dataset is None:
             args.dataset, args.data_dir = run_cfg.dataset, args.data_dir or run_cfg.data_dir
         args.text_column = args.text_column or run_cfg.text_column
+        args.label_names = args.label_names or run_cfg.label_names
         args.label_column = args.label_column or run_cfg.label_column
         model, tokenizer, labels, template = clf.model, clf.tokenizer, clf.labels, clf.template
         max_prompt, max_new, bf16 = clf.max_prompt_length, clf.max_new_tokens, clf.bf16
@@ -86,7 +87,7 @@ def cmd_eval(args) -> None:
     if args.checkpoint and not args.run_dir:
         raise ConfigError("--checkpoint names a checkpoint of a RUN_DIR")
     args.text_column, args.label_column = args.text_column or "text", args.label_column or "label"
-    splits = load_splits(args.dataset, args.data_dir, args.text_column, args.label_column)
+    splits = load_splits(args.dataset, args.data_dir, args.text_column, args.label_column, args.label_names)
     if labels is None:
         labels = label_set(splits["train"])
     if args.split not in splits:
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="default: the run's")
     p.add_argument("--text-column", default=None, help="default: the run's, else text")
     p.add_argument("--label-column", default=None, help="default: the run's, else label")
+    p.add_argument("--label-names", default=None, help="default: the run's (0=negative,1=positive or a JSON file)")
     p.add_argument("--checkpoint", default=None, metavar="step-N",
                    help="evaluate this checkpoint of the run instead of its latest")
     p.add_argument("--split", default="test")

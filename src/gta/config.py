@@ -26,6 +26,9 @@ class TrainConfig:
     data_dir: str | None = _f(None, "folder of {train,validation,test}.jsonl|csv|parquet")
     text_column: str = _f("text", "name of the text column")
     label_column: str = _f("label", "name of the label column")
+    label_names: str | None = _f(None, "names for coded labels: \"0=negative,1=positive\" or a JSON file "
+                                       "({\"0\": \"negative\"} or a list by position); the names are what the model "
+                                       "is taught and predict returns")
     train_limit: int | None = _f(None, "seeded stratified subset of the train split")
     instructions: str | None = _f(None, "the task sentence of every method's prompt, e.g. \"Classify the sentiment "
                                         "of the movie review.\" (the label list follows it; default: classify the "

@@ -155,9 +155,58 @@ def _from_hub(name: str) -> dict[str, list[Example]]:
     return out
 
 
+def parse_label_names(spec: str) -> dict[str, str]:
+    """--label-names: "0=negative,1=positive", or a JSON file holding {"0": "negative", ...} or ["negative", ...]
+    (names by position). Maps a label as the data writes it to the name the model is taught and predict returns."""
+    from .config import ConfigError
+
+    path = Path(spec)
+    if spec.endswith(".json"):
+        if not path.is_file():
+            raise ConfigError(f"--label-names {spec}: no such file")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--label-names {spec}, line {e.lineno}: not valid JSON ({e.msg})") from None
+        if isinstance(raw, list):
+            raw = dict(enumerate(raw))
+        if not isinstance(raw, dict):
+            raise ConfigError(f"--label-names {spec}: expected an object {{label: name}} or a list of names")
+        pairs = [(str(k), str(v)) for k, v in raw.items()]
+    else:
+        pairs = []
+        for entry in (e for e in spec.split(",") if e.strip()):
+            code, sep, name = entry.partition("=")
+            if not sep or not code.strip() or not name.strip():
+                raise ConfigError(f"--label-names: {entry.strip()!r} is not CODE=NAME (e.g. 0=negative,1=positive)")
+            pairs.append((code, name))
+    names = {" ".join(code.split()): " ".join(name.split()) for code, name in pairs}
+    if not names:
+        raise ConfigError("--label-names names no label")
+    return names
+
+
+def name_labels(splits: dict[str, list[Example]], names: dict[str, str]) -> dict[str, list[Example]]:
+    """Each example's label replaced by its name; a label without one is an error naming it and its split."""
+    out = {}
+    for split, examples in splits.items():
+        missing = sorted({ex.label for ex in examples} - set(names))
+        if missing:
+            raise DataError(f"--label-names names no label {missing[0]!r} of the {split} split "
+                            f"(it names {', '.join(sorted(names))})")
+        out[split] = [Example(ex.text, names[ex.label]) for ex in examples]
+    return out
+
+
 def load_splits(name: str, data_dir: str | None = None, text_column: str = "text",
-                label_column: str = "label") -> dict[str, list[Example]]:
-    """All available splits of a dataset; `train` is required."""
+                label_column: str = "label", label_names: str | None = None) -> dict[str, list[Example]]:
+    """All available splits of a dataset; `train` is required. With `label_names` (parse_label_names), labels
+    become their names."""
+    splits = _load_splits(name, data_dir, text_column, label_column)
+    return name_labels(splits, parse_label_names(label_names)) if label_names else splits
+
+
+def _load_splits(name: str, data_dir: str | None, text_column: str, label_column: str) -> dict[str, list[Example]]:
     if data_dir:
         folder = Path(data_dir)
         if (folder / name).is_dir():
@@ -229,7 +278,8 @@ def stratified_subset(examples: list[Example], n: int | None, seed: int) -> list
 
 def training_sets(name: str, data_dir: str | None, text_column: str, label_column: str, train_limit: int | None,
                   eval_limit: int | None, seed: int, evaluate: bool = False, eval_split_ratio: float = 0.05,
-                  eval_on_test: bool = False) -> tuple[list[str], list[Example], list[Example], str | None]:
+                  eval_on_test: bool = False, label_names: str | None = None
+                  ) -> tuple[list[str], list[Example], list[Example], str | None]:
     """What training reads: the label set, the seeded stratified training subset, the subset evaluated during
     training, and a line saying where that subset came from when it is not the validation split. Without a
     validation split, a training run that evaluates (`evaluate`) holds out a seeded stratified `eval_split_ratio`
@@ -237,7 +287,7 @@ def training_sets(name: str, data_dir: str | None, text_column: str, label_colum
     split's labels are checked against the training labels."""
     from .config import ConfigError
 
-    splits = load_splits(name, data_dir, text_column, label_column)
+    splits = load_splits(name, data_dir, text_column, label_column, label_names)
     labels = label_set(splits["train"])
     for split in ("validation", "test"):
         if split in splits:
