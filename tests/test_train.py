@@ -382,3 +382,46 @@ def test_label_names_turn_coded_labels_into_words_for_training_eval_and_predict(
         TrainConfig(model=tiny_path, dataset="coded", data_dir=str(data), label_names="0=sad,1:happy")
         Trainer(TrainConfig(model=tiny_path, dataset="coded", data_dir=str(data), label_names="0=sad,1:happy",
                             bf16=False, output=str(tmp_path / "b")), progress=False)
+
+
+@pytest.mark.parametrize("ext", ["csv", "tsv", "jsonl", "json", "parquet"])
+def test_single_files_of_every_format_train_and_evaluate(ext, tmp_path, tiny_path, capsys):
+    import csv
+
+    from gta.cli import main
+
+    rows = {split: [{"text": f"i feel {w} about {split} {i}", "label": w}
+                    for i, w in enumerate(["good", "bad", "fine"] * n)] for split, n in (("train", 4), ("test", 2))}
+    paths = {}
+    for split, rs in rows.items():
+        path = paths[split] = tmp_path / f"my_{split}.{ext}"
+        if ext in ("csv", "tsv"):
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["text", "label"], delimiter="\t" if ext == "tsv" else ",")
+                w.writeheader()
+                w.writerows(rs)
+        elif ext == "jsonl":
+            path.write_text("".join(json.dumps(r) + "\n" for r in rs))
+        elif ext == "json":
+            path.write_text(json.dumps(rs))
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rs), path)
+    run = tmp_path / "run"
+    assert main(["train", "--method", "sft", "--model", tiny_path, "--train-file", str(paths["train"]),
+                 "--test-file", str(paths["test"]), "--max-steps", "1", "--batch-size", "2", "--no-bf16",
+                 "--max-prompt-length", "160", "--output", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "labels.json").read_text()) == ["good", "bad", "fine"]
+    assert main(["eval", str(run)]) == 0  # the run's test file
+    assert json.loads((run / "eval" / "metrics.json").read_text())["n"] == 6
+    if ext == "csv":  # a file missing the text column, and a missing file, in one line each
+        bad = tmp_path / "bad.csv"
+        bad.write_text("body,label\nhello,good\n")
+        capsys.readouterr()
+        assert main(["train", "--model", tiny_path, "--train-file", str(bad), "--output", str(tmp_path / "x")]) == 2
+        assert "bad.csv, line 2: missing field 'text'" in capsys.readouterr().err
+        assert main(["train", "--model", tiny_path, "--train-file", str(tmp_path / "no.csv"),
+                     "--output", str(tmp_path / "y")]) == 2
+        assert "no.csv: no such file" in capsys.readouterr().err

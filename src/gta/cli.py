@@ -60,8 +60,9 @@ def cmd_eval(args) -> None:
     if args.run_dir:
         clf = Classifier.from_pretrained(args.run_dir, args.device, args.max_new_tokens, checkpoint=args.checkpoint)
         run_cfg = TrainConfig.load(Path(args.run_dir) / "config.json")  # what the run read, unless flags say otherwise
-        if args.dataset is None:
+        if args.dataset is None and not (args.train_file or args.test_file):
             args.dataset, args.data_dir = run_cfg.dataset, args.data_dir or run_cfg.data_dir
+            args.train_file, args.test_file = run_cfg.train_file, run_cfg.test_file
         args.text_column = args.text_column or run_cfg.text_column
         args.label_names = args.label_names or run_cfg.label_names
         args.label_column = args.label_column or run_cfg.label_column
@@ -79,15 +80,22 @@ def cmd_eval(args) -> None:
             model = model.to(torch.bfloat16)
         labels, max_prompt, max_new, bf16 = None, args.max_prompt_length, args.max_new_tokens or 128, False
         instructions, system = None, None
-        out_dir = Path(args.output or f"runs/zeroshot-{Path(args.model).name}-{template}-{args.dataset}") / "eval"
+        out_dir = None  # named after the dataset, below
     else:
         raise ConfigError("give a RUN_DIR, or --model ID for a zero-shot evaluation of a base model")
-    if args.dataset is None:
-        raise ConfigError("--model evaluates a base model: give --dataset (and --data-dir)")
+    files = {k: v for k, v in (("train", args.train_file), ("test", args.test_file)) if v}
+    if args.dataset is None and not files:
+        raise ConfigError("--model evaluates a base model: give --dataset (and --data-dir), or --train-file and "
+                          "--test-file")
+    if files and args.split != "test" and args.split not in files:
+        raise ConfigError(f"--split {args.split}: with --train-file / --test-file the splits are {', '.join(files)}")
+    args.dataset = args.dataset or Path(files.get("test", files.get("train"))).stem
+    out_dir = out_dir or Path(args.output or f"runs/zeroshot-{Path(args.model).name}-{template}-{args.dataset}") / "eval"
     if args.checkpoint and not args.run_dir:
         raise ConfigError("--checkpoint names a checkpoint of a RUN_DIR")
     args.text_column, args.label_column = args.text_column or "text", args.label_column or "label"
-    splits = load_splits(args.dataset, args.data_dir, args.text_column, args.label_column, args.label_names)
+    splits = load_splits(args.dataset, args.data_dir, args.text_column, args.label_column, args.label_names,
+                         files=files or None, need_train=labels is None)
     if labels is None:
         labels = label_set(splits["train"])
     if args.split not in splits:
@@ -219,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default=None, help="default: the run's, else text")
     p.add_argument("--label-column", default=None, help="default: the run's, else label")
     p.add_argument("--label-names", default=None, help="default: the run's (0=negative,1=positive or a JSON file)")
+    p.add_argument("--test-file", default=None, help="a single file of the split to evaluate (default: the run's)")
+    p.add_argument("--train-file", default=None, help="with --model and --test-file: the file the labels come from")
     p.add_argument("--checkpoint", default=None, metavar="step-N",
                    help="evaluate this checkpoint of the run instead of its latest")
     p.add_argument("--split", default="test")

@@ -24,6 +24,10 @@ class TrainConfig:
     model: str = _f("smollm2-135m", "built-in name, local HF folder or hub id")
     dataset: str = _f("bbc_news", "sst5 | emotion | massive_scenario | bbc_news, or any name with --data-dir")
     data_dir: str | None = _f(None, "folder of {train,validation,test}.jsonl|csv|parquet")
+    train_file: str | None = _f(None, "a single file of the train split (csv, tsv, jsonl, json, parquet) instead "
+                                      "of --dataset / --data-dir")
+    validation_file: str | None = _f(None, "a single file of the validation split")
+    test_file: str | None = _f(None, "a single file of the test split")
     text_column: str = _f("text", "name of the text column")
     label_column: str = _f("label", "name of the label column")
     label_names: str | None = _f(None, "names for coded labels: \"0=negative,1=positive\" or a JSON file "
@@ -160,6 +164,12 @@ class TrainConfig:
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(f"--batch-size {self.batch_size} must be a multiple of --micro-batch-size "
                               f"{self.micro_batch_size}")
+
+    @property
+    def files(self) -> dict[str, str]:
+        """{split: path} of the single files given (--train-file, ...)."""
+        return {split: f for split, f in (("train", self.train_file), ("validation", self.validation_file),
+                                          ("test", self.test_file)) if f}
 
     @property
     def uses_rl(self) -> bool:

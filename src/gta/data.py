@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SPLITS = ("train", "validation", "test")
-FORMATS = ("jsonl", "csv", "parquet")
+FORMATS = ("jsonl", "csv", "parquet")  # a split's file in a --data-dir folder; single files also take tsv, json
 # name -> (hub id, hub config, text column, label column, split renames); labels given as ints use the
 # dataset's ClassLabel names.
 HUB = {
@@ -67,8 +67,18 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
                 raise DataError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
             rows.append((n, row))
         return rows
-    if path.suffix == ".csv":
-        return [(n, row) for n, row in enumerate(csv.DictReader(io.StringIO(_read_text(path), newline="")), 2)]
+    if path.suffix in (".csv", ".tsv"):
+        rows = csv.DictReader(io.StringIO(_read_text(path), newline=""), delimiter="\t" if path.suffix == ".tsv" else ",")
+        return list(enumerate(rows, 2))
+    if path.suffix == ".json":  # one JSON array of objects (rows numbered by position)
+        try:
+            rows = json.loads(_read_text(path))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise DataError(f"{path}: expected a JSON array of {{\"text\": ..., \"label\": ...}} objects "
+                            "(a file of one object per line is .jsonl)")
+        return list(enumerate(rows, 1))
     if path.suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
@@ -199,10 +209,20 @@ def name_labels(splits: dict[str, list[Example]], names: dict[str, str]) -> dict
 
 
 def load_splits(name: str, data_dir: str | None = None, text_column: str = "text",
-                label_column: str = "label", label_names: str | None = None) -> dict[str, list[Example]]:
-    """All available splits of a dataset; `train` is required. With `label_names` (parse_label_names), labels
-    become their names."""
-    splits = _load_splits(name, data_dir, text_column, label_column)
+                label_column: str = "label", label_names: str | None = None, files: dict[str, str] | None = None,
+                need_train: bool = True) -> dict[str, list[Example]]:
+    """All available splits of a dataset; `train` is required. `files` ({split: path}, from --train-file,
+    --validation-file, --test-file: csv, tsv, jsonl, json or parquet) replace the dataset's. With `label_names`
+    (parse_label_names), labels become their names."""
+    if files:
+        missing = [f for f in files.values() if not Path(f).is_file()]
+        if missing:
+            raise DataError(f"{missing[0]}: no such file")
+        if "train" not in files and need_train:
+            raise DataError("--validation-file / --test-file need a --train-file (the labels come from it)")
+        splits = {split: read_split(Path(f), text_column, label_column) for split, f in files.items()}
+    else:
+        splits = _load_splits(name, data_dir, text_column, label_column)
     return name_labels(splits, parse_label_names(label_names)) if label_names else splits
 
 
@@ -278,7 +298,7 @@ def stratified_subset(examples: list[Example], n: int | None, seed: int) -> list
 
 def training_sets(name: str, data_dir: str | None, text_column: str, label_column: str, train_limit: int | None,
                   eval_limit: int | None, seed: int, evaluate: bool = False, eval_split_ratio: float = 0.05,
-                  eval_on_test: bool = False, label_names: str | None = None
+                  eval_on_test: bool = False, label_names: str | None = None, files: dict[str, str] | None = None
                   ) -> tuple[list[str], list[Example], list[Example], str | None]:
     """What training reads: the label set, the seeded stratified training subset, the subset evaluated during
     training, and a line saying where that subset came from when it is not the validation split. Without a
@@ -287,7 +307,7 @@ def training_sets(name: str, data_dir: str | None, text_column: str, label_colum
     split's labels are checked against the training labels."""
     from .config import ConfigError
 
-    splits = load_splits(name, data_dir, text_column, label_column, label_names)
+    splits = load_splits(name, data_dir, text_column, label_column, label_names, files)
     labels = label_set(splits["train"])
     for split in ("validation", "test"):
         if split in splits:
