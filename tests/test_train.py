@@ -425,3 +425,33 @@ def test_single_files_of_every_format_train_and_evaluate(ext, tmp_path, tiny_pat
         assert main(["train", "--model", tiny_path, "--train-file", str(tmp_path / "no.csv"),
                      "--output", str(tmp_path / "y")]) == 2
         assert "no.csv: no such file" in capsys.readouterr().err
+
+
+def test_a_datasets_folder_with_classlabel_and_its_own_split_names(tmp_path, tiny_path, capsys):
+    """The hub path through `datasets`, offline: a DatasetDict saved with save_to_disk."""
+    import datasets
+
+    from gta.cli import main
+
+    feature = datasets.Features({"sentence": datasets.Value("string"),
+                                 "y": datasets.ClassLabel(names=["negative", "positive"])})
+    make = lambda n: datasets.Dataset.from_dict(  # noqa: E731
+        {"sentence": [f"it was {'awful' if i % 2 == 0 else 'great'} {i}" for i in range(n)], "y": [i % 2 for i in range(n)]},
+        features=feature)
+    folder = tmp_path / "saved"
+    datasets.DatasetDict({"training": make(8), "dev": make(4), "test": make(4)}).save_to_disk(str(folder))
+    cfg = TrainConfig(model=tiny_path, dataset=str(folder), text_column="sentence", label_column="y",
+                      train_split="training", validation_split="dev", max_steps=1, batch_size=2, micro_batch_size=1,
+                      num_generations=2, num_iterations=1, max_completion_length=8, max_prompt_length=160, bf16=False,
+                      eval_every=1, output=str(tmp_path / "run"))
+    t = Trainer(cfg, progress=False)
+    assert t.labels == ["negative", "positive"] and len(t.train_examples) == 8 and len(t.eval_examples) == 4
+    t.train()
+    assert main(["eval", str(tmp_path / "run")]) == 0  # the run's dataset, columns and split names
+    assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["n"] == 4
+    capsys.readouterr()
+    assert main(["train", "--model", tiny_path, "--dataset", str(folder), "--text-column", "sentence",
+                 "--label-column", "y", "--output", str(tmp_path / "x")]) == 2  # no split named train
+    assert "has no split 'train' (it has: training, dev, test); set --train-split" in capsys.readouterr().err
+    assert main(["train", "--model", tiny_path, "--dataset", "no_such_thing", "--output", str(tmp_path / "y")]) == 2
+    assert "unknown dataset 'no_such_thing'" in capsys.readouterr().err

@@ -94,8 +94,9 @@ def cmd_eval(args) -> None:
     if args.checkpoint and not args.run_dir:
         raise ConfigError("--checkpoint names a checkpoint of a RUN_DIR")
     args.text_column, args.label_column = args.text_column or "text", args.label_column or "label"
+    hub = run_cfg.hub if args.run_dir else None
     splits = load_splits(args.dataset, args.data_dir, args.text_column, args.label_column, args.label_names,
-                         files=files or None, need_train=labels is None)
+                         files=files or None, need_train=labels is None, hub=hub)
     if labels is None:
         labels = label_set(splits["train"])
     if args.split not in splits:

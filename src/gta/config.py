@@ -22,8 +22,14 @@ class TrainConfig:
     # what to train
     method: str = _f("gta", "sft | grpo | gta | gta-rl", choices=METHODS)
     model: str = _f("smollm2-135m", "built-in name, local HF folder or hub id")
-    dataset: str = _f("bbc_news", "sst5 | emotion | massive_scenario | bbc_news, or any name with --data-dir")
+    dataset: str = _f("bbc_news", "sst5 | emotion | massive_scenario | bbc_news, a hub id (org/name, online; "
+                                    "--dataset-config), a folder saved with datasets' save_to_disk, or any name with "
+                                    "--data-dir")
     data_dir: str | None = _f(None, "folder of {train,validation,test}.jsonl|csv|parquet")
+    dataset_config: str | None = _f(None, "configuration of a hub dataset (datasets.load_dataset's name)")
+    train_split: str = _f("train", "a hub or saved dataset's name for its train split")
+    validation_split: str = _f("validation", "its name for the validation split")
+    test_split: str = _f("test", "its name for the test split")
     train_file: str | None = _f(None, "a single file of the train split (csv, tsv, jsonl, json, parquet) instead "
                                       "of --dataset / --data-dir")
     validation_file: str | None = _f(None, "a single file of the validation split")
@@ -170,6 +176,13 @@ class TrainConfig:
         """{split: path} of the single files given (--train-file, ...)."""
         return {split: f for split, f in (("train", self.train_file), ("validation", self.validation_file),
                                           ("test", self.test_file)) if f}
+
+    @property
+    def hub(self) -> dict:
+        """How a `datasets` dataset is read: its configuration and split names."""
+        return {"config": self.dataset_config, "split_names": {"train": self.train_split,
+                                                               "validation": self.validation_split,
+                                                               "test": self.test_split}}
 
     @property
     def uses_rl(self) -> bool:

