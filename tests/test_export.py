@@ -2,6 +2,7 @@
 predictions, with a model card that names the labels and the metrics."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,6 +56,15 @@ def test_export_full_weights_loads_in_transformers_and_gta_with_the_runs_predict
          .replace('text = "the text to classify"', f"text = {TEXTS[0]!r}"), scope)
     assert scope["out"] == explained[0]["output"]
     assert scope["label"] == explained[0]["label"] or explained[0]["label"] is None
+
+    # docs/your-data.md's pipeline recipe, run as written, parses what gta parses
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "your-data.md").read_text()
+    recipe = re.search(r"```python\n(import json\nfrom transformers import pipeline.*?)```", doc, re.S).group(1)
+    scope = {}
+    exec(recipe.replace('"ticket-classifier', f'"{out}').replace('"The app crashes when I open settings"',
+                                                                 repr(TEXTS[0])), scope)
+    assert scope["out"] == explained[0]["output"]
+    assert scope["label"] == explained[0]["label"]
 
     capsys.readouterr()
     assert main(["export", str(run), str(out)]) == 2
