@@ -57,6 +57,18 @@ TRAIN_KEYS = ["model", "seed", "train_limit", "epochs", "batch_size", "micro_bat
               "max_completion_length", "eval_every", "eval_limit"]
 
 
+# The conflict-rule ablation (--ablation): GTA under PCGrad's projection and under no rule, beside the `gta` run,
+# which is eq. 11's drop; everything else is the protocol's.
+VARIANTS = {"gta-project": ("gta", ["--conflict", "project"]), "gta-none": ("gta", ["--conflict", "none"])}
+RUN_NAMES = ["sft", "grpo", "gta", "gta-rl", *VARIANTS]
+
+
+def method_flags(name: str) -> list[str]:
+    """The `gta train` flags that choose the method of a run (a method, or an ablation variant)."""
+    method, extra = VARIANTS.get(name, (name, []))
+    return ["--method", method, *extra]
+
+
 def run(cmd: list[str], log: Path) -> float:
     """Run a gta command, appending its output to log; return its wall time in seconds."""
     print("$", " ".join(cmd), flush=True)
@@ -92,10 +104,12 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true",
                     help="a tiny protocol to check the script end to end (its results are not the experiment)")
     ap.add_argument("--eval-batch-size", type=int, default=16)
-    ap.add_argument("--rerun", action="append", default=[], choices=["sft", "grpo", "gta", "gta-rl"],
+    ap.add_argument("--rerun", action="append", default=[], choices=RUN_NAMES,
                     help="run this method again (repeatable): its results are dropped and its run folder is moved "
                          "aside, then the script goes on as usual (e.g. after a fix that changes its training)")
-    ap.add_argument("--methods", nargs="+", default=None, choices=["sft", "grpo", "gta", "gta-rl"],
+    ap.add_argument("--ablation", action="store_true",
+                    help="also the conflict-rule ablation: GTA with --conflict project and none (the gta run is drop)")
+    ap.add_argument("--methods", nargs="+", default=None, choices=RUN_NAMES,
                     help="train only these methods in this invocation (default: every one the dataset's protocol "
                          "has), e.g. the most telling first when time is short; the others run on a later call")
     ap.add_argument("--timing-note", default=None, metavar="TEXT",
@@ -169,12 +183,13 @@ def main() -> None:
                                                            ev["confusion_matrix"]["labels"][:-1])}
         save()
 
-    methods = ["sft", "grpo", "gta"] + (["gta-rl"] if ds == "sst5" else [])
+    methods = ["sft", "grpo", "gta"] + (["gta-rl"] if ds == "sst5" else []) + (list(VARIANTS) if args.ablation else [])
     for method in [m for m in methods if args.methods is None or m in args.methods]:
         if method in results["runs"]:
             continue
         out = runs / method
-        flags = ["--method", method, "--dataset", ds, "--data-dir", args.data_dir, "--output", str(out), "--no-progress"]
+        flags = [*method_flags(method), "--dataset", ds, "--data-dir", args.data_dir, "--output", str(out),
+                 "--no-progress"]
         for k in TRAIN_KEYS + (["data_seed"] if other_seed else []):
             flags += [f"--{k.replace('_', '-')}", str(p[k])]
         flags += ["--bf16" if p["bf16"] else "--no-bf16", "--save-every", "16"]
@@ -200,7 +215,7 @@ def main() -> None:
             "code": sorted({a["code"] for a in attempts if a.get("code")} | {code_version()}),
             "machine": machine(),
         }
-        if method in ("gta", "gta-rl"):
+        if method.startswith("gta"):
             results["runs"][method]["transitions"] = transitions(out / "eval" / "predictions.jsonl")
         save()
     print(f"wrote {out_file}")
@@ -301,7 +316,7 @@ def backfill_answers(results: dict, runs: Path) -> bool:
             fresh = json.loads(json.dumps(answer_summary(pred, r["eval"]["confusion_matrix"]["labels"][:-1])))
             changed |= r.get("answers") != fresh
             r["answers"] = fresh
-            if name in ("gta", "gta-rl"):
+            if name.startswith("gta"):
                 fresh = json.loads(json.dumps(transitions(pred)))
                 changed |= r.get("transitions") != fresh
                 r["transitions"] = fresh

@@ -198,3 +198,12 @@ def test_gta_commands_run_this_checkouts_code(paper, tmp_path, monkeypatch):
     log = tmp_path / "log.txt"
     paper.run(paper.gta("eval"), log)
     assert f"ran {fake / '__main__.py'}" in log.read_text()
+
+
+def test_the_ablation_variants_are_gta_under_the_other_conflict_rules(paper):
+    from gta.cli import build_parser
+
+    assert paper.method_flags("gta") == ["--method", "gta"]
+    for name, rule in (("gta-project", "project"), ("gta-none", "none")):
+        args = build_parser().parse_args(["train", *paper.method_flags(name)])
+        assert (args.method, args.conflict) == ("gta", rule)
