@@ -64,7 +64,7 @@ def autocast(device: torch.device, bf16: bool):
 
 def attention_backend(device: torch.device):
     """On CPU, every log-prob pass (policy, behaviour, reference, SFT targets) runs SDPA's math kernel (batched
-    matmuls): its backward is far cheaper than the flash kernel's on CPU (`benchmarks/attention_kernel.py`,
+    matmuls): its backward is far cheaper than the flash kernel's on CPU (`benchmarks/investigations/attention_kernel.py`,
     docs/speed-log.md), and the no-grad reference pass must use the same kernel as the policy pass, or identical
     weights give log-probs that differ by float rounding (a noise-level KL gradient). CUDA keeps its fused kernels."""
     if device.type != "cpu":
@@ -311,7 +311,7 @@ def sequence_logprobs(model, prompts: Prompts, ids: torch.Tensor, mask: torch.Te
 
     With one suffix per prompt there is nothing to share, and one forward is a little cheaper than the prompt
     forward plus a suffix forward on its cache (`shared_prefix_logprobs` with k = 1), whose graph has two pieces,
-    each writing a full set of weight gradients that are then added (`benchmarks/guess_pass.py`, docs/speed-log.md)."""
+    each writing a full set of weight gradients that are then added (`benchmarks/investigations/guess_pass.py`, docs/speed-log.md)."""
     device = prompts.input_ids.device
     attn = torch.cat([prompts.attention_mask, mask], dim=1)  # prompts left-padded, suffixes right-padded
     pos = (attn.cumsum(dim=1) - 1).clamp(min=0)

@@ -38,7 +38,7 @@ from .rewards import TRLReward, load_reward, reward
 
 def fused_adamw(params: list[torch.Tensor]) -> bool:
     """torch's fused AdamW kernel where it exists (CPU and CUDA, floating-point parameters): one pass over
-    each tensor instead of a dozen elementwise ops, about 3x faster here (`benchmarks/guess_pass.py`, docs/speed-log.md)."""
+    each tensor instead of a dozen elementwise ops, about 3x faster here (`benchmarks/investigations/guess_pass.py`, docs/speed-log.md)."""
     return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
 
 

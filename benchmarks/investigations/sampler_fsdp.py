@@ -1,7 +1,7 @@
 """What to sample rollouts from with several FSDP2 processes: the sharded policy itself, or a whole copy refreshed
 from its shards before each rollout (what `gta train` does). Run under torchrun:
 
-    torchrun --standalone --nproc_per_node 2 benchmarks/sampler_fsdp.py [--new-tokens 32] [--repeats 3]
+    torchrun --standalone --nproc_per_node 2 benchmarks/investigations/sampler_fsdp.py [--new-tokens 32] [--repeats 3]
 
 Each process samples G=4 completions for 2 emotion prompts of its own from SmolLM2-135M-Instruct, with gta's
 rollout (one prefill per prompt, fixed length: no stop token), three ways, interleaved, medians of --repeats:
@@ -24,7 +24,7 @@ from gta.data import label_set, load_splits
 from gta.engine import Engine
 from gta.models import bf16_supported, load_model, load_tokenizer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def main() -> None:

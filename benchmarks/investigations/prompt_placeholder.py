@@ -1,6 +1,6 @@
 """Which format line should the prompt show? Zero-shot exact-format rate of the base model, under the format rule.
 
-    python benchmarks/prompt_placeholder.py [--datasets emotion sst5] [--limit 32] [--samples 8]
+    python benchmarks/investigations/prompt_placeholder.py [--datasets emotion sst5] [--limit 32] [--samples 8]
         [--templates think gta] [--json PATH]
 
 The prompt says "Reply exactly in this format: <think>reasoning</think><answer>label</answer>", and SmolLM2-135M
@@ -21,7 +21,10 @@ import collections
 import json
 from pathlib import Path
 
-from paper import DATA, code_version, machine  # benchmarks/paper.py, beside this script
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: paper.py, speed.py
+from paper import DATA, code_version, machine  # noqa: E402
 
 import torch
 

@@ -1,6 +1,6 @@
 """What a step's supervised targets and its optimizer step cost, the way gta computes them and the previous way.
 
-    python benchmarks/guess_pass.py [--repeats 5] [--dataset sst5] [--json PATH]
+    python benchmarks/investigations/guess_pass.py [--repeats 5] [--dataset sst5] [--json PATH]
 
 On the real SmolLM2-135M-Instruct, with the paper protocol's shapes (docs/results.md): micro-batches of 2
 training prompts (the first of --dataset's train split, cut to --max-prompt-length) in the GTA template, G=8 completions sampled from the model (stop at end of turn, at most 96
@@ -33,9 +33,12 @@ from gta.data import label_set, load_splits
 from gta.losses import grpo_loss, group_advantages, sft_loss
 from gta.models import load_tokenizer, resolve
 from gta.prompts import make_prompts, target_ids
-from paper import machine  # benchmarks/paper.py, beside this script
+import sys
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: paper.py, speed.py
+from paper import machine  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The first steps of one of the protocol's training runs (benchmarks/paper.py), beside the reported run's.
 
-    python benchmarks/first_steps.py --dataset massive_scenario --method gta [--steps 16] [--json PATH]
+    python benchmarks/investigations/first_steps.py --dataset massive_scenario --method gta [--steps 16] [--json PATH]
         [--compare EARLIER.json]
 
 A quick look at what a code change does to training without the whole run: the run's exact config (seed, data
@@ -20,7 +20,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from paper import DATA, PROTOCOL, ROOT, TRAIN_KEYS, code_version, machine  # benchmarks/paper.py, beside this script
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: paper.py, speed.py
+from paper import DATA, PROTOCOL, ROOT, TRAIN_KEYS, code_version, machine  # noqa: E402
 
 from gta.config import TrainConfig
 from gta.trainer import Trainer

@@ -1,6 +1,6 @@
 """Where the time of our rollout and update pass goes: the evidence behind the two speed targets still missed.
 
-    python benchmarks/where_time_goes.py [--repeats 3] [--json PATH]
+    python benchmarks/investigations/where_time_goes.py [--repeats 3] [--json PATH]
 
 Same model, prompts and shapes as the fixed-length part of benchmarks/speed.py (SmolLM2-135M, B=4 prompts of
 about 120 tokens, G=8, 48 new tokens, in the precision gta trains in on this CPU: bf16 where it is native,
@@ -34,8 +34,11 @@ from gta.losses import grpo_loss
 from gta.models import load_tokenizer, resolve
 
 from gta.models import bf16_supported
-from paper import machine  # benchmarks/paper.py, beside this script
-from speed import DATA, make_prompts, matmul_ceiling, timed
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: paper.py, speed.py
+from paper import machine  # noqa: E402
+from speed import DATA, make_prompts, matmul_ceiling, timed  # noqa: E402
 
 MATMUL = ("aten::mm", "aten::addmm", "aten::bmm")
 

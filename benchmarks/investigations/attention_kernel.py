@@ -1,6 +1,6 @@
 """Update-pass micro-batch: SDPA's flash kernel vs its math kernel on CPU (why rollout.attention_backend exists).
 
-    python benchmarks/attention_kernel.py [--threads 2] [--repeats 3] [--profile]
+    python benchmarks/investigations/attention_kernel.py [--threads 2] [--repeats 3] [--profile]
 
 One micro-batch of the update pass as the trainer runs it (rollout.shared_prefix_logprobs, bf16 autocast,
 full fine-tuning of SmolLM2-135M): 2 emotion training prompts, G=8 completions each of seeded random tokens
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Fast inference's label scoring: the K labels packed into one row after each prompt vs the prompt's cache
 copied to K rows (what the update pass does for G completions).
 
-    python benchmarks/label_scoring.py [--dataset massive_scenario] [--prompts 32] [--repeats 3]
+    python benchmarks/investigations/label_scoring.py [--dataset massive_scenario] [--prompts 32] [--repeats 3]
 
 SmolLM2-135M-Instruct with bf16 weights (as `gta eval` loads a bf16 run), the GTA prompts of a seeded
 stratified subset of --prompts test examples, batches of --batch-size prompts, every label + `</guess>`
@@ -44,7 +44,7 @@ def packed(model, tokenizer, texts, label_ids, batch_size):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="massive_scenario")
-    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[3] / "shared" / "data"))
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
