@@ -32,20 +32,9 @@ class Classifier:
             run_dir = _download(str(run_dir))
         if (run_dir / "gta.json").is_file():
             return cls._from_export(run_dir, device, max_new_tokens)
-        if not (run_dir / "config.json").is_file():
-            raise FileNotFoundError(f"{run_dir} is not a gta run folder (no config.json)")
-        cfg = TrainConfig.load(run_dir / "config.json")
-        labels = json.loads((run_dir / "labels.json").read_text())
-        path = checkpoints.named(run_dir, checkpoint) if checkpoint else checkpoints.latest(run_dir)
-        if path is None:
-            raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
-        checkpoints.verify(path)
+        cfg, labels, path = run_checkpoint(run_dir, checkpoint)
         dev = pick_device(device)
-        if cfg.lora_r > 0:
-            model = load_model(cfg.model, dev, adapter=str(path), trust_remote_code=cfg.trust_remote_code)
-        else:
-            model = load_model(str(path), dev, trust_remote_code=cfg.trust_remote_code)
-        tokenizer = load_tokenizer(str(path))
+        model, tokenizer = load_run_model(cfg, path, dev)
         if cfg.bf16 and bf16_supported(dev):  # inference only: bf16 weights decode faster than autocast
             model = model.to(torch.bfloat16)
         return cls(model, tokenizer, labels, prompts.METHOD_TEMPLATE[cfg.method], cfg.max_prompt_length,
@@ -110,6 +99,29 @@ class Classifier:
             label = picked[i] if constrain_answer else (None if label == INVALID else label)
             results.append({"label": label, "guess": p.guess, "think": p.think, "output": out} if explain else label)
         return results[0] if single else results
+
+
+def run_checkpoint(run_dir: str | Path, checkpoint: str | None = None) -> tuple[TrainConfig, list[str], Path]:
+    """A `gta train` run's config, labels and checkpoint folder (the latest, or the one named `step-N`), verified."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a gta run folder (no config.json)")
+    cfg = TrainConfig.load(run_dir / "config.json")
+    labels = json.loads((run_dir / "labels.json").read_text())
+    path = checkpoints.named(run_dir, checkpoint) if checkpoint else checkpoints.latest(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
+    checkpoints.verify(path)
+    return cfg, labels, path
+
+
+def load_run_model(cfg: TrainConfig, path: Path, device):
+    """The model (LoRA: the run's base with the checkpoint's adapter) and tokenizer of a checkpoint folder."""
+    if cfg.lora_r > 0:
+        model = load_model(cfg.model, device, adapter=str(path), trust_remote_code=cfg.trust_remote_code)
+    else:
+        model = load_model(str(path), device, trust_remote_code=cfg.trust_remote_code)
+    return model, load_tokenizer(str(path))
 
 
 def _download(repo_id: str) -> Path:

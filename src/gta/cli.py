@@ -141,9 +141,7 @@ def write_predictions(path: str, texts: list[str], results: list, explain: bool)
     import csv
     import json
 
-    file = Path(path)
-    if file.suffix not in (".jsonl", ".csv"):
-        raise ConfigError(f"--output {path}: use a .jsonl or .csv file")
+    file = Path(path)  # its suffix is .jsonl or .csv (cmd_predict checks it before loading the model)
     rows = [{"text": t, **(r if explain else {"label": r})} for t, r in zip(texts, results)]
     tmp = file.with_name(file.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="") as f:

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 from . import __version__, prompts
-from .checkpoint import latest, named, verify
 from .config import ConfigError, TrainConfig, write_json_atomic
 
 GTA_JSON = "gta.json"
@@ -18,29 +17,18 @@ GTA_JSON = "gta.json"
 def export(run_dir: str | Path, out: str | Path, checkpoint: str | None = None, merge_lora: bool = False) -> Path:
     from transformers import GenerationConfig
 
-    from .models import load_model, load_tokenizer
+    from .classifier import load_run_model, run_checkpoint
 
     run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a gta run folder (no config.json)")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty; export into a new folder")
-    cfg = TrainConfig.load(run_dir / "config.json")
-    labels = json.loads((run_dir / "labels.json").read_text())
-    path = named(run_dir, checkpoint) if checkpoint else latest(run_dir)
-    if path is None:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint yet")
-    verify(path)
+    cfg, labels, path = run_checkpoint(run_dir, checkpoint)
     if merge_lora and not cfg.lora_r:
         raise ConfigError(f"--merge-lora: {run_dir} trained all weights (no LoRA adapter to merge)")
     lora = cfg.lora_r > 0
-    if lora:
-        model = load_model(cfg.model, "cpu", adapter=str(path), trust_remote_code=cfg.trust_remote_code)
-        if merge_lora:
-            model = model.merge_and_unload()
-    else:
-        model = load_model(str(path), "cpu", trust_remote_code=cfg.trust_remote_code)
-    tokenizer = load_tokenizer(str(path))
+    model, tokenizer = load_run_model(cfg, path, "cpu")
+    if merge_lora:
+        model = model.merge_and_unload()
     template = prompts.METHOD_TEMPLATE[cfg.method]
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

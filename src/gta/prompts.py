@@ -53,9 +53,8 @@ def build_prompt(tokenizer, text: str, labels: list[str], template: str, instruc
     """The full prompt string: chat template with the system message (default: our short one), ending with the
     primed tag."""
     system = SYSTEM if system is None else system
-    user = user_message(text, labels, template) if instructions is None else \
-        user_message(text, labels, template, instructions)
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    messages = [{"role": "system", "content": system},
+                {"role": "user", "content": user_message(text, labels, template, instructions)}]
     if getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:  # base models without a chat template

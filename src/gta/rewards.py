@@ -46,12 +46,20 @@ class TRLReward:
         return out
 
 
+def as_reward(f):
+    """A reward function as the trainer calls it: a TRL-style one (it takes `completions`) wrapped in TRLReward."""
+    import inspect
+
+    if isinstance(f, TRLReward) or "completions" not in inspect.signature(f).parameters:
+        return f
+    return TRLReward(f)
+
+
 def load_reward(spec: str):
     """`module:function` or `path/to/file.py:function` -> the function; a TRL-style one (it takes `completions`) is
     wrapped in TRLReward. The current folder is importable, as it is for `python -m`."""
     import importlib
     import importlib.util
-    import inspect
     import os
     import sys
     from pathlib import Path
@@ -79,4 +87,4 @@ def load_reward(spec: str):
     f = getattr(module, name, None)
     if not callable(f):
         raise ConfigError(f"--reward-fn {spec}: {where} has no function {name!r}")
-    return TRLReward(f) if "completions" in inspect.signature(f).parameters else f
+    return as_reward(f)

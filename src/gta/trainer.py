@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import inspect
 import math
 import random
 import sys
@@ -34,7 +33,7 @@ from .config import ConfigError, TrainConfig, write_json_atomic
 from .engine import Engine, memory_mb
 from .models import (bf16_supported, checkpoint_layers, fp32_head, load_model, load_tokenizer, pick_device,
                      sampling_head, stop_token_ids)
-from .rewards import TRLReward, load_reward, reward
+from .rewards import TRLReward, as_reward, load_reward, reward
 
 def fused_adamw(params: list[torch.Tensor]) -> bool:
     """torch's fused AdamW kernel where it exists (CPU and CUDA, floating-point parameters): one pass over
@@ -172,9 +171,7 @@ class Trainer:
         # TRL-style f(prompts, completions, **columns) -> list[float] (rewards.TRLReward); --reward-fn names one
         if reward_fn is None:
             reward_fn = load_reward(cfg.reward_fn) if cfg.reward_fn else reward
-        elif not isinstance(reward_fn, TRLReward) and "completions" in inspect.signature(reward_fn).parameters:
-            reward_fn = TRLReward(reward_fn)
-        self.reward_fn = reward_fn
+        self.reward_fn = as_reward(reward_fn)
         self.backends = tracking.resolve(cfg.report_to)  # --report-to: checked before anything is loaded
         self.run_dir = Path(cfg.output)
         self.device = pick_device(cfg.device)
@@ -462,12 +459,11 @@ class Trainer:
         """Format + accuracy of each completion, [B, G], and each completion's reward parts; the means (and the
         guess's accuracy) go into `m`."""
         G = self.cfg.num_generations
-        golds = [self.train_examples[i].label for i in ro.prompt_ids for _ in range(G)]
+        rows = [i for i in ro.prompt_ids for _ in range(G)]  # each completion's prompt
+        golds = [self.train_examples[i].label for i in rows]
         if isinstance(self.reward_fn, TRLReward):
-            prompt_ids = [i for i in ro.prompt_ids for _ in range(G)]
             parts = self.reward_fn.batch(ro.texts, golds, self.template, self.labels, ro.truncated,
-                                         [self.prompts[i] for i in prompt_ids],
-                                         [self.train_examples[i].text for i in prompt_ids])
+                                         [self.prompts[i] for i in rows], [self.train_examples[i].text for i in rows])
         else:
             parts = [self.reward_fn(t, g, self.template, labels=self.labels, truncated=cut)
                      for t, g, cut in zip(ro.texts, golds, ro.truncated)]
