@@ -43,7 +43,7 @@ class Tracker:
     completions (as tables where the backend shows them: wandb, trackio, mlflow), `close` at the end."""
 
     def __init__(self, names: list[str], run_dir: Path, run_name: str | None, config: dict):
-        self.names, self.run_dir = names, Path(run_dir)
+        self.run_dir = Path(run_dir)
         self.run_name = run_name or self.run_dir.resolve().name
         ids_file = self.run_dir / "tracking.json"
         self.ids = json.loads(ids_file.read_text()) if ids_file.is_file() else {}
@@ -62,11 +62,11 @@ class Tracker:
         if "mlflow" in names:
             import mlflow
 
-            if "mlflow" not in self.ids:
+            resumed = "mlflow" in self.ids  # a resumed run continues its MLflow run
+            if not resumed:
                 mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "gta"))
-            run = mlflow.start_run(run_id=self.ids.get("mlflow"), run_name=None if "mlflow" in self.ids else
-                                   self.run_name)
-            if "mlflow" not in self.ids:
+            run = mlflow.start_run(run_id=self.ids.get("mlflow"), run_name=None if resumed else self.run_name)
+            if not resumed:
                 mlflow.log_params({k: ("" if v is None else v) for k, v in config.items()})
             self.ids["mlflow"] = run.info.run_id
             self.mlflow = mlflow
