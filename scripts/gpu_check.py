@@ -1,6 +1,6 @@
 """GPU acceptance check: does gta's training path run on a CUDA GPU, agree with the CPU, and fit a 3B model?
 
-    PYTHONPATH=src python scripts/gpu_check.py [--json OUT]      # one CUDA GPU: about 6-8 minutes on an H100 80 GB
+    PYTHONPATH=src python scripts/gpu_check.py [--json OUT]      # one CUDA GPU: sized for <= 8 min on an H100 80 GB
     PYTHONPATH=src python scripts/gpu_check.py --device cpu --tiny   # the same checks on tiny models, on a CPU
 
 Needs only torch, transformers, peft and accelerate (what a CUDA machine has: no download, no gguf, no data files,
