@@ -66,3 +66,21 @@ def test_sft_loss_sum_reduction_sums_span_tokens_and_averages_over_examples():
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     assert math.isclose(float(sft_loss(logp, mask, normaliser=2)), (3 + 0.5) / 2, rel_tol=1e-6)  # sum: / examples
     assert math.isclose(float(sft_loss(logp, mask, normaliser=3)), (3 + 0.5) / 3, rel_tol=1e-6)  # mean: / target tokens
+
+
+def test_grpo_loss_importance_weight_scales_the_policy_term_not_the_kl():
+    # ratio 1 (logp = old), A = +1, two tokens weighted 0.5 and 2 (min(pi_old / pi_vllm, C) per token);
+    # pi_ref = 2 pi_theta on both tokens: k3 = 2 - ln 2 - 1 each, beta 0.1, unweighted.
+    logp = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    old = torch.zeros(1, 2, dtype=torch.float64)
+    ref = torch.full((1, 2), math.log(2), dtype=torch.float64)
+    w = torch.tensor([[0.5, 2.0]], dtype=torch.float64)
+    args = (torch.ones(1, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64), torch.tensor([2.0]))
+    loss, _ = grpo_loss(logp, old, ref, *args, epsilon=0.2, beta=0.1, num_sequences=1, is_weight=w)
+    k3 = 2 - math.log(2) - 1
+    assert math.isclose(loss.item(), (-(0.5 + 2.0) + 2 * 0.1 * k3) / 2, rel_tol=1e-12)
+    loss.backward()
+    # d/dlogp of -w r A / 2 is -w / 2 at r = 1; the KL's own gradient, beta (1 - pi_ref/pi) / 2 = 0.1 (1 - 2) / 2
+    assert torch.allclose(logp.grad, torch.tensor([[-0.25 - 0.05, -1.0 - 0.05]], dtype=torch.float64))
+    unweighted, _ = grpo_loss(logp.detach(), old, ref, *args, epsilon=0.2, beta=0.1, num_sequences=1)
+    assert math.isclose(unweighted.item(), (-2.0 + 2 * 0.1 * k3) / 2, rel_tol=1e-12)

@@ -17,21 +17,42 @@ from .models import bf16_supported, load_model, load_tokenizer, pick_device
 class Classifier:
     def __init__(self, model, tokenizer, labels: list[str], template: str, max_prompt_length: int = 512,
                  max_new_tokens: int = 128, bf16: bool = False, instructions: str | None = None,
-                 system: str | None = None):
+                 system: str | None = None, vllm=None):
         self.model, self.tokenizer, self.labels, self.template = model, tokenizer, labels, template
         self.max_prompt_length, self.max_new_tokens, self.bf16 = max_prompt_length, max_new_tokens, bf16
         self.instructions, self.system = instructions, system  # the run's prompt (--instructions, --system-prompt)
+        self.vllm = vllm  # a vllm_engine.VLLMEngine with the model's weights: it decodes the outputs (engine="vllm")
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str = "auto", max_new_tokens: int | None = None,
-                        checkpoint: str | None = None):
+                        checkpoint: str | None = None, engine: str = "native", vllm_gpu_memory_utilization: float = 0.3):
         """Load the latest checkpoint of a `gta train` run folder, or the one named (`step-N`); or a folder that
-        `gta export` wrote (a local path, or a hub id when online)."""
+        `gta export` wrote (a local path, or a hub id when online). engine="vllm": a vLLM engine, loaded with the
+        run's weights, decodes the outputs (the label scoring of fast and constrain_answer stays on the model)."""
+        if engine not in ("native", "vllm"):
+            raise ValueError(f"unknown engine {engine!r}; choose native or vllm")
         run_dir = Path(run_dir)
         if not run_dir.exists() and str(run_dir).count("/") == 1 and not str(run_dir).startswith("."):
             run_dir = _download(str(run_dir))
         if (run_dir / "gta.json").is_file():
-            return cls._from_export(run_dir, device, max_new_tokens)
+            clf = cls._from_export(run_dir, device, max_new_tokens)
+            info = json.loads((run_dir / "gta.json").read_text())
+            base, trust = info["base_model"] if info["adapter"] else str(run_dir), info["trust_remote_code"]
+        else:
+            clf, base, trust = cls._from_run(run_dir, device, max_new_tokens, checkpoint)
+        if engine == "vllm":
+            from .models import resolve
+            from .vllm_engine import VLLMEngine
+
+            bf16 = next(clf.model.parameters()).dtype == torch.bfloat16
+            clf.vllm = VLLMEngine(resolve(base), bf16=bf16, seed=0, device=next(clf.model.parameters()).device,
+                                  max_model_len=clf.max_prompt_length + clf.max_new_tokens,
+                                  gpu_memory_utilization=vllm_gpu_memory_utilization, trust_remote_code=trust)
+            clf.vllm.push(clf.model)
+        return clf
+
+    @classmethod
+    def _from_run(cls, run_dir: Path, device: str, max_new_tokens: int | None, checkpoint: str | None):
         cfg, labels, path = run_checkpoint(run_dir, checkpoint)
         dev = pick_device(device)
         model, tokenizer = load_run_model(cfg, path, dev)
@@ -39,7 +60,7 @@ class Classifier:
             model = model.to(torch.bfloat16)
         return cls(model, tokenizer, labels, prompts.METHOD_TEMPLATE[cfg.method], cfg.max_prompt_length,
                    max_new_tokens or cfg.max_completion_length, bf16=False, instructions=cfg.instructions,
-                   system=cfg.system_prompt)
+                   system=cfg.system_prompt), cfg.model, cfg.trust_remote_code
 
     @classmethod
     def _from_export(cls, folder: Path, device: str, max_new_tokens: int | None):
@@ -88,7 +109,7 @@ class Classifier:
                        for lab in fast_labels]
             return results[0] if single else results
         outputs = generate_texts(self.model, self.tokenizer, prompt_texts, self.max_new_tokens, self.bf16,
-                                 batch_size=batch_size, progress=progress, desc="predicting")
+                                 batch_size=batch_size, progress=progress, desc="predicting", vllm=self.vllm)
         if constrain_answer:
             picked = constrained_answers(self.model, self.tokenizer, prompt_texts, outputs, self.labels,
                                          self.template, self.bf16, batch_size=batch_size, progress=progress)

@@ -51,6 +51,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_eval(args) -> None:
+    import torch
+
     from .classifier import Classifier
     from .data import check_labels, label_set, load_splits, stratified_subset
     from .evaluate import evaluate_examples, format_report, write_results
@@ -58,7 +60,10 @@ def cmd_eval(args) -> None:
     from .prompts import METHOD_TEMPLATE
 
     if args.run_dir:
-        clf = Classifier.from_pretrained(args.run_dir, args.device, args.max_new_tokens, checkpoint=args.checkpoint)
+        clf = Classifier.from_pretrained(args.run_dir, args.device, args.max_new_tokens, checkpoint=args.checkpoint,
+                                         engine=args.engine,
+                                         vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization)
+        vllm = clf.vllm
         run_cfg = TrainConfig.load(Path(args.run_dir) / "config.json")  # what the run read, unless flags say otherwise
         if args.dataset is None and not (args.train_file or args.test_file):
             args.dataset, args.data_dir = run_cfg.dataset, args.data_dir or run_cfg.data_dir
@@ -75,11 +80,17 @@ def cmd_eval(args) -> None:
         model, tokenizer = load_model(args.model, dev), load_tokenizer(args.model)
         template = args.prompt or METHOD_TEMPLATE[args.method]
         if bf16_supported(dev):  # inference only: bf16 weights decode faster than autocast
-            import torch
-
             model = model.to(torch.bfloat16)
         labels, max_prompt, max_new, bf16 = None, args.max_prompt_length, args.max_new_tokens or 128, False
         instructions, system = None, None
+        vllm = None
+        if args.engine == "vllm":  # the base model's own weights: nothing to push
+            from .models import resolve
+            from .vllm_engine import VLLMEngine
+
+            vllm = VLLMEngine(resolve(args.model), bf16=next(model.parameters()).dtype == torch.bfloat16, seed=0,
+                              device=dev, max_model_len=max_prompt + max_new,
+                              gpu_memory_utilization=args.vllm_gpu_memory_utilization)
         out_dir = None  # named after the dataset, below
     else:
         raise ConfigError("give a RUN_DIR, or --model ID for a zero-shot evaluation of a base model")
@@ -105,7 +116,7 @@ def cmd_eval(args) -> None:
     examples = stratified_subset(splits[args.split], args.test_limit, args.seed)
     metrics, records = evaluate_examples(model, tokenizer, examples, labels, template, max_new, max_prompt, bf16,
                                          batch_size=args.batch_size, constrain_answer=args.constrain_answer,
-                                         instructions=instructions, system=system)
+                                         instructions=instructions, system=system, vllm=vllm)
     metrics.update({"dataset": args.dataset, "split": args.split, "test_limit": args.test_limit, "seed": args.seed,
                     "template": template, "model": args.model, "run_dir": args.run_dir,
                     **({"checkpoint": args.checkpoint} if args.checkpoint else {})})
@@ -173,7 +184,8 @@ def cmd_predict(args) -> None:
         raise ConfigError(f"--output {args.output}: use a .jsonl or .csv file")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    clf = Classifier.from_pretrained(args.run_dir, args.device)
+    clf = Classifier.from_pretrained(args.run_dir, args.device, engine=args.engine,
+                                     vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization)
     results = clf.predict(texts, explain=args.explain, fast=args.fast, constrain_answer=args.constrain_answer,
                           batch_size=args.batch_size, progress=args.output is not None)
     if args.output:
@@ -201,6 +213,14 @@ def cmd_report(args) -> None:
     pngs, text = write_report(args.run_dir, args.output)
     print(text)
     print(f"[gta] wrote {len(pngs)} plots and summary.txt in {args.output or Path(args.run_dir) / 'report'}")
+
+
+def _add_engine_flags(p) -> None:
+    p.add_argument("--engine", default="native", choices=["native", "vllm"],
+                   help="what decodes the outputs: gta's own decoder, or vLLM (pip install 'gta-rl[vllm]')")
+    p.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.3,
+                   help="with --engine vllm: the share of GPU memory vLLM may take (on a CPU its KV cache is "
+                        "sized for 64 sequences instead)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="folder for eval/ results (default RUN_DIR/eval)")
     p.add_argument("--constrain-answer", action="store_true",
                    help="also score the answer constrained to the label set, after the reasoning as generated")
+    _add_engine_flags(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify texts with a trained run", allow_abbrev=False)
@@ -261,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constrain-answer", action="store_true",
                    help="reason as usual, then constrain the answer to the label set")
     p.add_argument("--device", default="auto")
+    _add_engine_flags(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a run as a clean Hugging Face folder with a model card",

@@ -88,6 +88,18 @@ class TrainConfig:
     temperature: float = _f(1.0, "sampling temperature of rollouts")
     max_completion_length: int = _f(128, "max new tokens per rollout / evaluation")
     max_prompt_length: int = _f(512, "prompts are cut to this many tokens by truncating the text")
+    rollout_engine: str = _f("native", "what samples the rollouts: native (gta's shared-prefix decoder; the CPU "
+                                       "choice) | vllm (a colocated vLLM engine, weights pushed before each rollout; "
+                                       "pip install 'gta-rl[vllm]', docs/gpu.md)", choices=("native", "vllm"))
+    vllm_gpu_memory_utilization: float = _f(0.3, "share of the GPU's memory vLLM may take for its weights and KV cache "
+                                                 "(on a CPU its KV cache is sized for one step's completions instead)")
+    vllm_max_model_len: int | None = _f(None, "vLLM's longest sequence (default: --max-prompt-length + "
+                                              "--max-completion-length)")
+    vllm_importance_sampling_cap: float | None = _f(None, "correct the rollout engine's mismatch: weight each token's "
+                                                          "policy-gradient term by min(pi_old / pi_vllm, C) (TRL's "
+                                                          "truncated importance sampling); default off")
+    vllm_enable_sleep_mode: bool = _f(True, "CUDA: free vLLM's weights and KV cache during the update and bring "
+                                            "them back for the next rollout")
     # GTA (paper eqs. 9-11)
     lambda1: float = _f(1.0, "lambda1: weight of the guess SFT loss")
     lambda2: float = _f(1.0, "lambda2: weight of the RL loss")
@@ -163,6 +175,16 @@ class TrainConfig:
             raise ConfigError(f"--temperature must be > 0 (rollouts sample from softmax(z / T)), got {self.temperature}")
         if self.method != "sft" and self.num_generations < 2:
             raise ConfigError("--num-generations must be >= 2: GRPO normalises rewards within a group")
+        if self.rollout_engine not in ("native", "vllm"):
+            raise ConfigError(f"unknown --rollout-engine {self.rollout_engine!r}; choose native or vllm")
+        if self.rollout_engine != "vllm" and self.vllm_importance_sampling_cap is not None:
+            raise ConfigError("--vllm-importance-sampling-cap corrects vLLM's rollouts: it needs --rollout-engine vllm")
+        if self.vllm_importance_sampling_cap is not None and not self.vllm_importance_sampling_cap > 0:
+            raise ConfigError(f"--vllm-importance-sampling-cap must be > 0, got {self.vllm_importance_sampling_cap}")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ConfigError(f"--vllm-gpu-memory-utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        if self.vllm_max_model_len is not None and self.vllm_max_model_len < 2:
+            raise ConfigError(f"--vllm-max-model-len must be >= 2, got {self.vllm_max_model_len}")
         if self.save_best not in (None, "eval/accuracy", "eval/f1"):
             raise ConfigError(f"unknown --save-best {self.save_best!r}; choose eval/accuracy or eval/f1")
         if self.save_best and not self.eval_every:
@@ -210,7 +232,7 @@ class TrainConfig:
 
 # The first field of each topic of `gta train --help` (fields keep their order in TrainConfig)
 TOPICS = {"method": "what to train", "lora_r": "model and precision", "batch_size": "batching and optimisation",
-          "num_generations": "GRPO (grpo, gta, gta-rl)", "lambda1": "GTA (gta)",
+          "num_generations": "GRPO (grpo, gta, gta-rl)", "rollout_engine": "rollouts on vLLM", "lambda1": "GTA (gta)",
           "eval_every": "logging, evaluation, checkpoints"}
 # TRL's names for the same settings (TrainingArguments / GRPOConfig / ScriptArguments / ModelConfig), accepted as flags
 # and config keys. TRL's per_device_train_batch_size is not among them: it counts completions per device, gta's

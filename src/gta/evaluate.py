@@ -24,15 +24,21 @@ def canonical_label(pred: str | None, labels: list[str]) -> str:
 
 @torch.no_grad()
 def generate_outputs(model, tokenizer, prompt_texts: list[str], max_new_tokens: int, bf16: bool,
-                     batch_size: int = 8, progress: bool = True,
-                     desc: str = "generating") -> tuple[list[str], list[bool]]:
+                     batch_size: int = 8, progress: bool = True, desc: str = "generating",
+                     vllm=None) -> tuple[list[str], list[bool]]:
     """Greedy completions (without the primed tag), batched by prompt length to limit padding, and whether each
-    was cut at `max_new_tokens` before a stop token (such an output is not in format)."""
+    was cut at `max_new_tokens` before a stop token (such an output is not in format). `vllm`: a
+    `vllm_engine.VLLMEngine` decodes them instead (all at once), read the same way."""
     from .models import stop_token_ids
 
+    stop = stop_token_ids(tokenizer, model)
+    if vllm is not None:
+        rows = vllm.greedy([tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompt_texts],
+                           max_new_tokens, stop)
+        return ([tokenizer.decode(r, skip_special_tokens=True) for r in rows],
+                [rollout.cut_at_limit(r, max_new_tokens, stop) for r in rows])
     device = next(model.parameters()).device
     model.eval()
-    stop = stop_token_ids(tokenizer, model)
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]))
     out: list[str] = [""] * len(prompt_texts)
     cut = [False] * len(prompt_texts)
@@ -109,10 +115,11 @@ def constrained_answers(model, tokenizer, prompt_texts: list[str], outputs: list
 def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: list[str], template: str,
                       max_new_tokens: int, max_prompt_length: int, bf16: bool, batch_size: int = 8,
                       progress: bool = True, constrain_answer: bool = False, instructions: str | None = None,
-                      system: str | None = None) -> tuple[dict, list[dict]]:
+                      system: str | None = None, vllm=None) -> tuple[dict, list[dict]]:
     """Greedy outputs scored as written; for gta also `fast` (the guess constrained to the labels, no
     reasoning); with constrain_answer (think, gta) also `constrained`: the answer constrained to the labels
-    after the reasoning as written (its examples/s count the generation too)."""
+    after the reasoning as written (its examples/s count the generation too). `vllm`: the greedy outputs come from
+    that engine (the label scoring of `fast` and `constrained` stays on `model`)."""
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
     if constrain_answer:
@@ -120,7 +127,8 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
     texts, truncated = prompts.make_prompts(tokenizer, [ex.text for ex in examples], labels, template,
                                             max_prompt_length, instructions, system)
     t0 = time.perf_counter()
-    outputs, cut = generate_outputs(model, tokenizer, texts, max_new_tokens, bf16, batch_size, progress, "evaluating")
+    outputs, cut = generate_outputs(model, tokenizer, texts, max_new_tokens, bf16, batch_size, progress, "evaluating",
+                                    vllm)
     seconds = time.perf_counter() - t0
     records, gold, answer, guess = [], [], [], []
     marks = prompts.placeholders(template)
@@ -228,7 +236,8 @@ def write_results(out_dir: Path, metrics: dict, records: list[dict]) -> None:
 
 def training_metrics(model, tokenizer, examples: list[data.Example], labels: list[str], template: str,
                      max_new_tokens: int, max_prompt_length: int, bf16: bool = False,
-                     gather=None, instructions: str | None = None, system: str | None = None) -> dict[str, float]:
+                     gather=None, instructions: str | None = None, system: str | None = None,
+                     vllm=None) -> dict[str, float]:
     """eval/accuracy, eval/f1 (weighted) and, for gta, eval/guess_accuracy: the figures logged during training.
     `gather`: with several processes, each evaluates its share of the examples and `gather` joins every process's
     records (Engine.gather), so the figures are those of the whole held-out subset."""
@@ -236,7 +245,7 @@ def training_metrics(model, tokenizer, examples: list[data.Example], labels: lis
 
     _, records = evaluate_examples(model, tokenizer, examples, labels, template, max_new_tokens, max_prompt_length,
                                    bf16=bf16, progress=False, instructions=instructions,
-                                   system=system) if examples else (None, [])
+                                   system=system, vllm=vllm) if examples else (None, [])
     if gather is not None:
         records = gather(records)
     gold = [r["gold"] for r in records]

@@ -41,16 +41,19 @@ def grpo_loss(
     epsilon: float,
     beta: float,
     num_sequences: int,  # sequences in the whole optimizer step (B*G over all micro-batches)
+    is_weight: torch.Tensor | None = None,  # (N, T) min(pi_old / pi_sampler, C), no grad; None: no correction
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_RL = -J(theta), eq. 5: per token min(r A, clip(r, 1-eps, 1+eps) A) - beta KL, summed over the
     trained tokens of each sequence and divided by |o_i|, then averaged over the sequences of the step.
+    `is_weight` multiplies each token's policy-gradient term (not the KL), as TRL's truncated importance sampling
+    does when another engine sampled the rollouts.
 
     Returns the loss (this micro-batch's share) and sums for logging (kl, clipped tokens, tokens).
     """
     ratio = torch.exp(logp - old_logp)  # (N, T)
     adv = advantages[:, None]  # (N, 1)
     surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - epsilon, 1 + epsilon) * adv)
-    per_token = -surrogate
+    per_token = -surrogate if is_weight is None else -surrogate * is_weight
     kl = torch.zeros_like(logp)
     if ref_logp is not None and beta != 0:
         kl = k3_kl(logp, ref_logp)

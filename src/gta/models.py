@@ -377,14 +377,16 @@ def _checkpointed(forward, *args, **kwargs):
                       context_fn=lambda: (contextlib.nullcontext(), sdpa_kernel(backends)), **kwargs)
 
 
-def tiny_model(path: str | Path, vocab_from: str | None = None, seed: int = 0) -> Path:
-    """Write a tiny randomly initialised Llama (2 layers, hidden 64) with SmolLM2's tokenizer, for tests."""
+def tiny_model(path: str | Path, vocab_from: str | None = None, seed: int = 0, hidden_size: int = 64,
+               heads: int = 4) -> Path:
+    """Write a tiny randomly initialised Llama (2 layers, hidden 64, 4 heads of 16) with SmolLM2's tokenizer, for
+    tests (vLLM's CPU attention needs heads of 32 or more: hidden_size=128, heads=2)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_tokenizer(vocab_from or "smollm2-135m")
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=2048,
                          tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = LlamaForCausalLM(config)

@@ -33,6 +33,10 @@ class Prompts:
     def lengths(self) -> torch.Tensor:  # (B,) real prompt tokens = position id of the first completion token
         return self.attention_mask.sum(dim=1)
 
+    def token_lists(self) -> list[list[int]]:
+        """Each prompt's tokens without padding (what another engine is given)."""
+        return [row[m.bool()].tolist() for row, m in zip(self.input_ids, self.attention_mask)]
+
 
 def encode_prompts(tokenizer, prompts: list[str], device) -> Prompts:
     rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]

@@ -67,6 +67,7 @@ class MicroBatch:
     sampler_logp: torch.Tensor  # log pi_sampler of o_i's tokens [b*G, T]
     ref: torch.Tensor | None = None  # log pi_ref of o_i's tokens [b*G, T] (beta > 0)
     old: torch.Tensor | None = None  # log pi_old, the behaviour policy: the first update's log-probs [b*G, T]
+    is_weight: torch.Tensor | None = None  # min(pi_old / pi_sampler, C) per token (--vllm-importance-sampling-cap)
 
 
 class UpdateMeans:
@@ -135,11 +136,14 @@ class StepPlan:
         positions = range(self.rank * n, (self.rank + 1) * n)
         return [idx[k] for k in positions], positions
 
+    def seeds(self, step: int, positions: range) -> list[int]:
+        """One seed per prompt, from (seed, step, position of the prompt in the step): a resumed run samples what it
+        would have, and so does a run split over any number of processes."""
+        return [(self.seed * 1_000_003 + step) * 1_009 + k for k in positions]
+
     def generators(self, step: int, positions: range) -> list[torch.Generator]:
-        """One generator per prompt, seeded by (seed, step, position of the prompt in the step): a resumed run
-        samples what it would have, and so does a run split over any number of processes."""
-        return [torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1_009 + k)  # on CPU, on any device
-                for k in positions]
+        """One generator per prompt, seeded by `seeds` (CPU generators: the same numbers on any device)."""
+        return [torch.Generator().manual_seed(s) for s in self.seeds(step, positions)]
 
 
 def completion_stats(texts: list[str], truncated: list[bool], template: str) -> dict[str, float]:
@@ -232,7 +236,9 @@ class Trainer:
         model.train(not cfg.uses_rl)
         # rollouts sample from a bf16 copy, or from the policy itself where its weights already are what sampling reads
         # (float32 without bf16; a LoRA run's bf16 base, its small float32 adapters under autocast)
-        self.sampler = self.engine.sampler(model, self.bf16, share=self.base_dtype == torch.bfloat16)
+        # (--rollout-engine vllm: vLLM holds its own copy, and the policy is only ever read to push its weights there)
+        self.sampler = model if cfg.rollout_engine == "vllm" else self.engine.sampler(
+            model, self.bf16, share=self.base_dtype == torch.bfloat16)
         fp32_head(model)  # after the sampler's copy: every log-prob pass reads fp32 logits, rollouts keep theirs
         if cfg.gradient_checkpointing:
             checkpoint_layers(model)
@@ -241,6 +247,8 @@ class Trainer:
             self.engine.fill(self.model, whole, self.sampler)
         del whole
         self.autocast = self.bf16 and not self.engine.mixed_precision  # CUDA + FSDP2: its own bf16 policy instead
+        self.vllm = self._vllm_engine() if cfg.rollout_engine == "vllm" else None
+        self.updates = 0  # optimizer updates taken in this process (names the weights pushed to vLLM)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(len(self.prompts) / cfg.batch_size)))
@@ -266,6 +274,25 @@ class Trainer:
         self.engine.barrier()
         self.metrics_log = runfolder.MetricsLog(self.run_dir, tracking.Tracker(
             self.backends, self.run_dir, cfg.run_name, cfg.to_dict())) if self.engine.is_main else None
+
+    def _vllm_engine(self):
+        from .models import resolve
+        from .vllm_engine import VLLMEngine
+
+        cfg = self.cfg
+        if self.engine.world > 1:
+            raise ConfigError("--rollout-engine vllm runs on one process for now (each process's own engine over "
+                              "FSDP2 is not built yet); use one process, or --rollout-engine native")
+        return VLLMEngine(resolve(cfg.model), bf16=self.bf16, seed=cfg.seed, device=self.device,
+                          max_model_len=cfg.vllm_max_model_len or cfg.max_prompt_length + cfg.max_completion_length,
+                          gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                          sleep_mode=cfg.vllm_enable_sleep_mode, trust_remote_code=cfg.trust_remote_code,
+                          max_rows=cfg.batch_size // self.engine.world * cfg.num_generations)
+
+    def push_weights(self):
+        """vLLM's weights brought up to the policy's (once per optimizer update); returns the engine."""
+        self.vllm.push(self.model, version=self.updates)
+        return self.vllm
 
     def summary(self) -> str:
         """What the run is: model, device and precision, parameters, data, and the batch in prompts and completions
@@ -339,6 +366,7 @@ class Trainer:
         return held_memory(self.model, self.sampler, self.params, grads, self.optimizer, self.reference)
 
     def update(self, grads: list[torch.Tensor]) -> float:
+        self.updates += 1
         return self.engine.step(self.params, grads, self.optimizer, self.scheduler, self.cfg.max_grad_norm)
 
     # ---------------------------------------------------------------- the steps
@@ -376,7 +404,7 @@ class Trainer:
                 for mb in micro:
                     mb.ref = self.policy_logprobs(mb)
         means, guess_time = UpdateMeans(cfg.num_iterations), {"guess_s": 0.0}
-        entropy_sum = gap_sum = kl_max = 0.0
+        entropy_sum = gap_sum = kl_max = is_sum = 0.0
         for it in range(cfg.num_iterations):  # 7. mu optimizer updates on this batch of rollouts
             kl = clipped = tokens = 0.0
             for mb in micro:  # g_RL, accumulated over micro-batches (and summed over processes)
@@ -385,10 +413,14 @@ class Trainer:
                     mb.old = logp.detach()
                     entropy_sum += float((ent * mb.cmask).sum())
                     gap_sum += float(((mb.sampler_logp - mb.old).abs() * mb.cmask).sum())
+                    if cfg.vllm_importance_sampling_cap is not None:  # TRL's truncated importance sampling
+                        mb.is_weight = torch.exp(mb.old - mb.sampler_logp).clamp(
+                            max=cfg.vllm_importance_sampling_cap) * mb.cmask
+                        is_sum += float(mb.is_weight.sum())
                 else:
                     logp = self.policy_logprobs(mb)
                 l_rl, st = losses.grpo_loss(logp, mb.old, mb.ref, mb.adv, mb.rl_mask, mb.lengths, cfg.epsilon,
-                                            cfg.beta, num_sequences=num_sequences)
+                                            cfg.beta, num_sequences=num_sequences, is_weight=mb.is_weight)
                 self.engine.backward(l_rl)
                 means.add({"loss/rl": float(l_rl.detach())})
                 kl, clipped, tokens = kl + float(st["kl_sum"]), clipped + float(st["clipped_sum"]), tokens + float(st["tokens"])
@@ -425,6 +457,8 @@ class Trainer:
         # against the trainer's log-probs; the largest per-token KL to the reference over the step's updates
         m["rollout/logprob_gap"] = gap_sum / max(1.0, float(ro.lengths.sum()))
         m["kl_max"] = kl_max
+        if cfg.vllm_importance_sampling_cap is not None:  # the mean truncated weight over sampled tokens
+            m["rollout/is_weight"] = is_sum / max(1.0, float(ro.lengths.sum()))
         m.update(means.sums, **(guess_time if gta else {}), _tokens=float(ro.lengths.sum()))
         return {**m, **self.memory([]), "memory/grads_mb": grads_mb}
 
@@ -444,12 +478,18 @@ class Trainer:
 
     def rollout(self, idx: list[int], step: int, positions: range) -> Rollouts:
         batch = self.encode(idx)
-        sampler = self.sync_sampler()
-        with sampling_head(sampler):
-            ids, cmask, sampler_logp = rollout.generate(
-                sampler, batch, self.cfg.num_generations, self.cfg.max_completion_length, self.stop_ids,
-                self.tokenizer.pad_token_id, self.cfg.temperature, self.plan.generators(step, positions),
-                bf16=self.shares_sampler_bf16, logprobs=True)
+        if self.vllm is not None:  # the same tensors from vLLM, each prompt's samples from the seed of its generator
+            ids, cmask, sampler_logp = self.push_weights().sample(
+                batch.token_lists(), self.cfg.num_generations, self.cfg.max_completion_length, self.stop_ids,
+                self.tokenizer.pad_token_id, self.cfg.temperature, self.plan.seeds(step, positions))
+            self.vllm.sleep()
+        else:
+            sampler = self.sync_sampler()
+            with sampling_head(sampler):
+                ids, cmask, sampler_logp = rollout.generate(
+                    sampler, batch, self.cfg.num_generations, self.cfg.max_completion_length, self.stop_ids,
+                    self.tokenizer.pad_token_id, self.cfg.temperature, self.plan.generators(step, positions),
+                    bf16=self.shares_sampler_bf16, logprobs=True)
         rows = [c[: int(n.sum())] for c, n in zip(ids.tolist(), cmask)]  # valid tokens of each row
         texts = [prompts.prime(self.template) + self.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
         truncated = [rollout.cut_at_limit(r, self.cfg.max_completion_length, self.stop_ids) for r in rows]
@@ -565,7 +605,10 @@ class Trainer:
             out = training_metrics(sampler, self.tokenizer, share, self.labels, self.template,
                                    cfg.max_completion_length, cfg.max_prompt_length, self.shares_sampler_bf16,
                                    gather=engine.gather if engine.sharded else None,
-                                   instructions=cfg.instructions, system=cfg.system_prompt)
+                                   instructions=cfg.instructions, system=cfg.system_prompt,
+                                   vllm=self.push_weights() if self.vllm is not None else None)
+        if self.vllm is not None:
+            self.vllm.sleep()
         self.model.train(not cfg.uses_rl)
         return out
 
