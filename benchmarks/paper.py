@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.metadata
 import json
 import os
 import platform
@@ -391,7 +392,8 @@ def machine() -> dict:
     return {"cpu": first.get("model name", platform.processor()),
             "cpu_id": f"family {first.get('cpu family', '?')} model {first.get('model', '?')}",
             "bf16_native": bf16_supported(torch.device("cpu")), "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+            "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": importlib.metadata.version("transformers"), "platform": platform.platform()}
 
 
 if __name__ == "__main__":

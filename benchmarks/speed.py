@@ -164,6 +164,32 @@ def plain_update_pass(model, batch, ids, cmask, G: int, loss_of, params, bf16: b
     torch.autograd.grad(loss_of(logp), params)
 
 
+def vllm_rollout(model, path: str, batch, G: int, L: int, bf16: bool, wanted: bool | None):
+    """vLLM's rollout of the same prompts as the trainer asks for it (G seeded samples per prompt with their log-probs,
+    the model's weights pushed into a colocated engine), held to exactly L tokens like the other variants; None
+    where vLLM is not importable and not asked for."""
+    import importlib.util
+
+    if wanted is False or (wanted is None and importlib.util.find_spec("vllm") is None):
+        return None
+    from gta.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine(path, bf16=bf16, seed=0, max_model_len=batch.input_ids.shape[1] + L + 8,
+                        max_rows=batch.input_ids.shape[0] * G)
+    engine.push(model)
+    params = engine._SamplingParams(n=G, temperature=1.0, max_tokens=L, min_tokens=L, ignore_eos=True, seed=0,
+                                    logprobs=0, detokenize=False)
+    prompts = [{"prompt_token_ids": p} for p in batch.token_lists()]
+
+    def run():
+        engine.llm.reset_prefix_cache()  # as after each weight push in training: the prompts are prefilled again
+        return engine.llm.generate(prompts, params, use_tqdm=False)
+
+    run.version = __import__("vllm").__version__
+    run()  # a first call warms the engine up (its first batch builds what later batches reuse)
+    return run
+
+
 def matmul_ceiling(repeats: int = 3, dtype: torch.dtype = torch.bfloat16) -> float:
     """This machine's matmul ceiling in GFLOP/s for `dtype`: 2048 x 2048 products, median of `repeats` runs of 10."""
     a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
@@ -203,6 +229,9 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write every figure here")
     ap.add_argument("--variable-new-tokens", type=int, default=96,
                     help="max new tokens of the variable-length part (stop at end of turn); 0 skips it")
+    ap.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time vLLM's rollouts (`rollout_vllm`; default: when vLLM is importable): run it in the "
+                         "vLLM environment (scripts/vllm_cpu_tests.sh builds .venv-vllm/)")
     ap.add_argument("--steps", type=int, default=3,
                     help="also time whole steps (benchmarks/steps.py: ours vs TRL, GTA vs GRPO, G=16 memory) over "
                          "this many steps each; 0 skips them")
@@ -247,6 +276,7 @@ def main() -> None:
     # in fp32 as the trainer's policy has it (models.fp32_head); `update_ours_bf16_head` is our pass with the bf16
     # head of autocast, as before it, to measure what the fp32 head costs
     ids, cmask = ours_rollout()
+    vllm = vllm_rollout(model, path, batch, G, L, bf16, args.vllm)  # its weights pushed from the model, as in training
     fp32_head(model)
     adv = torch.randn(B * G)
     params = [p for p in model.parameters()]
@@ -266,6 +296,7 @@ def main() -> None:
         plain_update_pass(model, batch, ids, cmask, G, loss_of, params, bf16)
 
     variants = {"rollout_ours": ours_rollout, "rollout_ours_no_logprobs": lambda: ours_rollout(False),
+                **({"rollout_vllm": vllm} if vllm else {}),
                 "rollout_plain_fp32": plain_rollout("fp32"),
                 **({"rollout_plain_bf16": plain_rollout("bf16")} if bf16 else {}),
                 "update_ours": ours_update, "update_plain": plain_update,
@@ -298,6 +329,10 @@ def main() -> None:
         "useful_gflops": useful / med["update_ours"] / 1e9,
     }
     res["rollout_logprobs_cost"] = med["rollout_ours"] / med["rollout_ours_no_logprobs"]  # time with / without
+    if vllm:
+        res["vllm_vs_ours"] = med["rollout_ours"] / med["rollout_vllm"]  # > 1: vLLM's rollout is faster
+        res["vllm_vs_plain"] = med["rollout_plain_fp32"] / med["rollout_vllm"]
+        res["vllm"] = vllm.version
     if bf16:
         res["rollout_vs_plain_bf16"] = med["rollout_plain_bf16"] / med["rollout_ours"]
         res["fp32_head_cost"] = med["update_ours"] / med["update_ours_bf16_head"]  # time with / without it
@@ -310,6 +345,9 @@ def main() -> None:
     print(f"rollout: ours / plain generate fp32 = {res['rollout_vs_plain']:.2f}x"
           + (f", bf16 = {res['rollout_vs_plain_bf16']:.2f}x" if bf16 else "")
           + f"; returning the sampled tokens' log-probs costs {res['rollout_logprobs_cost']:.2f}x the time")
+    if vllm:
+        print(f"rollout: vLLM {vllm.version} / ours = {res['vllm_vs_ours']:.2f}x, vLLM / plain generate fp32 = "
+              f"{res['vllm_vs_plain']:.2f}x (> 1: vLLM faster)")
     print(f"update:  ours / plain pass = {res['update_vs_plain']:.2f}x; useful {res['useful_gflops']:.1f} GFLOP/s = "
           f"{res['flops_fraction']:.0%} of the {prec} ceiling (both with the fp32 LM head of training)")
     if bf16:

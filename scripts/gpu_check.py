@@ -17,7 +17,9 @@ write the format). It prints one table:
      the 1.5B-shaped model and LoRA (r=16) on the 3B-shaped one, each with and without --gradient-checkpointing:
      step time, rollout tokens/s (ours, and `model.generate` on the same prompts once), update tokens/s, peak
      `torch.cuda.max_memory_allocated`; a configuration that does not fit says OOM;
-  C. the largest G x completion length that fits one LoRA + checkpointing step of the 3B-shaped model.
+  C. the largest G x completion length that fits one LoRA + checkpointing step of the 3B-shaped model;
+  D. where vLLM is importable: B's LoRA + checkpointing step with --rollout-engine vllm (rollout tokens/s beside
+     ours in B, and the sampler/trainer log-prob gap).
 
 Parts are skipped, and say so, once --budget-s is spent.
 """
@@ -56,8 +58,8 @@ MODELS = {
                          num_key_value_heads=2, vocab_size=151936)),
     "tiny-1.5b": ("qwen2", dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
                                 num_key_value_heads=2, vocab_size=4096)),
-    "tiny-3b": ("qwen2", dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
-                              num_key_value_heads=2, vocab_size=4096)),
+    "tiny-3b": ("qwen2", dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+                              num_key_value_heads=2, vocab_size=4096)),  # heads of 32: vLLM's CPU attention needs it
 }
 PINNED_KEYS = ["loss/sft", "loss/rl", "reward/total", "kl", "clip_fraction", "grad_norm", "grad_norm/sft",
                "grad_norm/rl", "completion_length"]
@@ -251,6 +253,35 @@ def part_c(trainer: Trainer | None, tiny: bool, deadline: float) -> list[dict]:
     return rows
 
 
+def part_d(device: str, work: Path, tiny: bool, deadline: float) -> list[dict]:
+    """Part B's LoRA + checkpointing step with its rollouts on a colocated vLLM engine."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return [{"result": "skipped (vLLM is not installed: pip install 'gta-rl[vllm]')"}]
+    dev = torch.device(device)
+    name = "tiny-3b" if tiny else "3b"
+    G, L, words = (4, 16, 40) if tiny else (16, 128, 480)
+    row = {"model": name, "training": "lora", "checkpointing": True, "engine": "vllm"}
+    if time.time() > deadline:
+        return [{**row, "result": "skipped (budget)"}]
+    data = work / f"{name}-data"
+    try:
+        with peak_memory(dev, row):
+            t = Trainer(config(work / name, data, work / f"{name}-vllm", device, method="gta", lora_r=16, bf16=True,
+                               gradient_checkpointing=True, batch_size=4, micro_batch_size=2, num_generations=G,
+                               num_iterations=1, max_completion_length=L, max_prompt_length=4 * words, max_steps=1000,
+                               learning_rate=1e-6, rollout_engine="vllm"), progress=False, reward_fn=varied_reward)
+            row.update(step_figures(t, 3), result="ok")
+            last = json.loads((Path(t.cfg.output) / "metrics.jsonl").read_text().splitlines()[-1])
+            row["logprob_gap"] = last["rollout/logprob_gap"]
+        del t
+    except torch.OutOfMemoryError:
+        row["result"] = "OOM"
+    free(dev)
+    return [row]
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -272,6 +303,8 @@ def main(argv=None) -> dict:
         res["steps"], keep = part_b(args.device, work, args.tiny, deadline)
         res["fit"] = part_c(keep, args.tiny, deadline)
         del keep
+        free(torch.device(args.device))
+        res["vllm"] = part_d(args.device, work, args.tiny, deadline)
     res["wall_s"] = time.time() - start
     print(table(res))
     if args.json:
@@ -295,6 +328,12 @@ def table(res: dict) -> str:
               "| G | max completion length | result | step s | peak GB |", "|---:|---:|---|---:|---:|"]
     lines += [f"| {r.get('G', '-')} | {r.get('max_completion_length', '-')} | {r['result']} | {f(r.get('step_s'), '.1f')} "
               f"| {f(r.get('peak_gb'), '.1f')} |" for r in res["fit"]]
+    lines += ["", "D. B's LoRA + checkpointing step with rollouts on vLLM",
+              "| model | result | step s | rollout tok/s | update tok/s | logprob gap | peak GB |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.get('model', '-')} | {r['result']} | {f(r.get('step_s'), '.2f')} | {f(r.get('rollout_tok_s'), '.0f')} "
+              f"| {f(r.get('update_tok_s'), '.0f')} | {f(r.get('logprob_gap'), '.4f')} | {f(r.get('peak_gb'), '.1f')} |"
+              for r in res["vllm"]]
     return "\n".join(lines)
 
 

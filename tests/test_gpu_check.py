@@ -23,6 +23,8 @@ def test_gpu_check_runs_on_cpu_with_tiny_models(tmp_path):
     assert all(row["result"] == "ok" and row["update_tok_s"] > 0 for row in res["steps"])
     assert res["steps"][-1]["generate_tok_s"] > 0
     assert res["fit"] and all(row["result"] == "fits" for row in res["fit"])
+    vllm, = res["vllm"]  # part D: a vLLM step where vLLM is installed (tests/test_vllm.py), else skipped, saying why
+    assert vllm["result"] == "ok" or vllm["result"].startswith("skipped (vLLM is not installed")
 
 
 def test_gpu_check_without_cuda_says_what_to_do():

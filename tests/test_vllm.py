@@ -212,3 +212,16 @@ def test_eval_and_predict_through_vllm_equal_native(needs_vllm, vllm_tiny, toy_d
     native = Classifier.from_pretrained(run).predict(texts, explain=True)
     clf = Classifier.from_pretrained(run, engine="vllm")
     assert clf.predict(texts, explain=True) == native
+
+
+def test_gpu_check_times_a_vllm_step_where_vllm_is_installed(needs_vllm, tmp_path):
+    """scripts/gpu_check.py's part D (rollouts on vLLM), run on a CPU with its tiny stand-in models."""
+    out = tmp_path / "check.json"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    r = subprocess.run([sys.executable, str(script), "--device", "cpu", "--tiny", "--json", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "D. B's LoRA + checkpointing step with rollouts on vLLM" in r.stdout
+    row, = json.loads(out.read_text())["vllm"]
+    assert row["result"] == "ok" and row["rollout_tok_s"] > 0 and row["update_tok_s"] > 0
+    assert row["logprob_gap"] < 0.05  # bf16 on both sides
