@@ -225,3 +225,28 @@ def test_gpu_check_times_a_vllm_step_where_vllm_is_installed(needs_vllm, tmp_pat
     row, = json.loads(out.read_text())["vllm"]
     assert row["result"] == "ok" and row["rollout_tok_s"] > 0 and row["update_tok_s"] > 0
     assert row["logprob_gap"] < 0.05  # bf16 on both sides
+
+
+def test_two_processes_each_with_an_engine_sample_what_one_process_samples(needs_vllm, vllm_tiny, toy_data, tmp_path):
+    """torchrun, 2 processes (FSDP2 on gloo), each with its own vLLM engine fed from the gathered shards: both steps'
+    completions of process 0's prompts are those of a 1-process run (same seeds, the same weights up to float
+    rounding), and the run checkpoints."""
+    one = _train(tmp_path, vllm_tiny, toy_data, "one", "--max-steps", "2", "--log-completions", "8",
+                 "--batch-size", "4")
+    root = Path(__file__).resolve().parents[1]
+    args = ["-m", "gta", "train", "--method", "gta", "--model", vllm_tiny, "--dataset", "emotion", "--data-dir",
+            str(toy_data), "--train-limit", "12", "--batch-size", "4", "--micro-batch-size", "1", "--num-generations",
+            "4", "--num-iterations", "2", "--max-completion-length", "16", "--max-prompt-length", "128",
+            "--rollout-engine", "vllm", "--no-bf16", "--no-progress", "--seed", "3", "--report-to", "none",
+            "--max-steps", "2", "--log-completions", "8", "--output", str(tmp_path / "two")]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        *args], capture_output=True, text=True, cwd=root, timeout=600,
+                       env={**os.environ, "PYTHONPATH": "src", "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "two" / "checkpoints" / "step-000002").is_dir()
+    read = lambda run, step: {(c["example"], c["sample"]): c["completion"] for c in map(  # noqa: E731
+        json.loads, (run / "completions.jsonl").read_text().splitlines()) if c["step"] == step}
+    for step in (1, 2):
+        two, single = read(tmp_path / "two", step), read(one, step)
+        shared = set(two) & set(single)
+        assert len(shared) >= 2 and all(two[k] == single[k] for k in shared)

@@ -280,9 +280,6 @@ class Trainer:
         from .vllm_engine import VLLMEngine
 
         cfg = self.cfg
-        if self.engine.world > 1:
-            raise ConfigError("--rollout-engine vllm runs on one process for now (each process's own engine over "
-                              "FSDP2 is not built yet); use one process, or --rollout-engine native")
         return VLLMEngine(resolve(cfg.model), bf16=self.bf16, seed=cfg.seed, device=self.device,
                           max_model_len=cfg.vllm_max_model_len or cfg.max_prompt_length + cfg.max_completion_length,
                           gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,

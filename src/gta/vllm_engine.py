@@ -71,8 +71,13 @@ class VLLMEngine:
         # cache, and writes all of it at start: size it for `max_rows` sequences instead (a step's completions)
         kv = None if self.device.type == "cuda" else kv_cache_bytes(model_path, max_rows, max_model_len, bf16,
                                                                     trust_remote_code)
+        # several processes (torchrun): each its own engine, the way TRL's colocate mode starts them, vLLM taking the
+        # launcher's process group instead of starting workers of its own; the engines do not wait for each other
+        several = torch.distributed.is_available() and torch.distributed.is_initialized() and \
+            torch.distributed.get_world_size() > 1
+        extra = {"distributed_executor_backend": "external_launcher"} if several else {}
         with _env("OMP_NUM_THREADS", str(threads)):
-            self.llm = vllm.LLM(
+            self.llm = vllm.LLM(**extra,
                 model=model_path, dtype="bfloat16" if bf16 else "float32", seed=seed, max_model_len=max_model_len,
                 gpu_memory_utilization=gpu_memory_utilization, kv_cache_memory_bytes=kv, enable_prefix_caching=True,
                 enforce_eager=self.device.type == "cpu", logprobs_mode="processed_logprobs",
