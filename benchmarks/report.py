@@ -49,6 +49,9 @@ FIDELITY_FIX = "9517de0"
 # format line earned it before).
 FORMAT_RULE_FIX = "8e4a67f"
 PAPER_TABLE3 = {"grpo": (58.60, 57.05), "gta-rl": (57.42, 56.52), "gta": (61.58, 61.52)}
+# The conflict-rule ablation (paper.py --ablation): run name, rule, the metric counting the updates the rule changed
+ABLATION = (("gta", "drop (eq. 11)", "conflict/sft_dropped"), ("gta-project", "project (PCGrad)", "conflict/sft_projected"),
+            ("gta-none", "none", None))
 
 
 def protocol_text(p: dict, direct_max_new: int) -> str:
@@ -147,6 +150,48 @@ def sign_test(k: int, m: int) -> float:
 def acc_f1(res, name):
     r = res["runs"].get(name)
     return (r["eval"]["accuracy"], r["eval"]["f1_weighted"]) if r else (None, None)
+
+
+def ablation(results: dict) -> tuple[list[str], list[str]]:
+    """The conflict-rule ablation: GTA with eq. 11's drop (the `gta` run), PCGrad's projection and no rule, same seed,
+    subsets and settings. Per run: accuracy and F1, the share of updates whose g_SFT the rule dropped or projected,
+    the mean rl_share (||lambda2 g_RL|| / ||applied||) and the mean cosine of the AdamW update with g_RL. Returns
+    the section and a verdict line per dataset that has all three (drop against none, with the test-sample
+    interval): does eq. 11 matter at this scale?"""
+    rows, verdicts = [], []
+    for ds, res in results.items():
+        runs = res["runs"]
+        if not any(name in runs for name, _, _ in ABLATION[1:]):
+            continue
+        for name, rule, key in ABLATION:
+            r = runs.get(name)
+            if not r:
+                rows.append(f"| {ds} | {rule} | not run yet | | | | |")
+                continue
+            m = r["metrics"]
+            changed = "— (none by construction)" if key is None else (
+                f"{pct(_mean(m, key))}" if all(key in x for x in m) else "not recorded")
+            share, cos = (f"{_mean(m, k):.3f}" if m and all(k in x for x in m) else "not recorded"
+                          for k in ("rl_share", "conflict/update_cosine_rl"))
+            rows.append(f"| {ds} | {rule} | {pct(r['eval']['accuracy'])} | {pct(r['eval']['f1_weighted'])} | "
+                        f"{changed} | {share} | {cos} |")
+        if all(name in runs for name, _, _ in ABLATION):
+            drop, none, proj = runs["gta"], runs["gta-none"], runs["gta-project"]
+            gap = acc_diff(drop, none)
+            verdict = ("not shown" if "within test noise" in gap else
+                       "held" if drop["eval"]["accuracy"] > none["eval"]["accuracy"] else "reversed")
+            verdicts.append(f"- Eq. 11's conflict rule helps on {ds} (drop vs no rule): **{verdict}** "
+                            f"(acc drop - none {gap}; project - none {acc_diff(proj, none)})")
+    if not rows:
+        return [], []
+    return ["## Which conflict rule? GTA with eq. 11's drop, PCGrad's projection and no rule", "",
+            "The `gta` run is eq. 11 (drop g_SFT when g_SFT . g_RL <= 0); the others change only `--conflict` "
+            "(`python benchmarks/paper.py --dataset NAME --ablation`). Updates changed: the share of updates whose "
+            "g_SFT the rule dropped or projected. rl_share: mean ||lambda2 g_RL|| / ||applied gradient||. Update vs "
+            "g_RL: mean cosine of the AdamW update with g_RL (AdamW's moments carry earlier steps' SFT direction "
+            "even where g_SFT was dropped).", "",
+            "| dataset | rule | acc | F1 | updates changed (%) | rl_share | update vs g_RL (cosine) |",
+            "|---|---|---|---|---|---|---|", *rows, ""], verdicts
 
 
 def plot(results: dict) -> list[str]:
@@ -274,6 +319,9 @@ def main() -> None:
                         f"(acc {pct(ga)} vs {pct(la)}; GTA - GTA(RL) "
                         f"{acc_diff(res['runs']['gta'], res['runs']['gta-rl'])}{other_machine(res, 'gta', ('gta-rl',))})")
         out.append("")
+    section, ablation_verdicts = ablation(results)
+    out += section
+    verdicts += ablation_verdicts
     out += ["## Fig. 4 analogue: zero-shot direct vs think (accuracy %, invalid-format rate)", "",
             "| dataset | direct | think |", "|---|---|---|"]
     for ds, res in results.items():
@@ -827,7 +875,8 @@ def diagnostics(results: dict, seeds: dict, reps: dict | None = None) -> list[st
                     groups = " / ".join(f"{100 * (1 - _mean(rows_, 'groups/informative')):.1f}"
                                         for rows_ in (m[:16], m[-16:], m))
                 grads = balance_summary(m) if name == "gta" else "—"
-                rows.append(f"| {ds} | {name} | {seed} | {think} | {changed} | {groups} | {grads} |")
+                rows.append(f"| {ds} | {name} | {seed} | {think} | {changed} | {groups} | {grads} | "
+                            f"{placeholder_text(r)} | {entropy_text(m)} | {gap_text(m)} |")
     if not rows:
         return []
     return ["## Diagnostics of each trained run (test subset; training metrics)", "",
@@ -838,10 +887,36 @@ def diagnostics(results: dict, seeds: dict, reps: dict | None = None) -> list[st
             "rewards were all equal (no advantage, so no RL signal), over the first 16 steps / the last 16 / all. "
             "Gradients (GTA): medians of ||g_SFT||, ||g_RL|| (before the conflict rule and clipping) and rl_share "
             "= ||lambda2 g_RL|| / ||applied gradient||, on the updates that kept and that dropped g_SFT. Seed \"0, "
-            "rerun\": a replication of the seed-0 runs (same seed, subsets and config; see Replications).", "",
+            "rerun\": a replication of the seed-0 runs (same seed, subsets and config; see Replications). "
+            "Placeholders: the share of test outputs whose span is the prompt's format-line word (`label`, "
+            "`reasoning`), per span. Entropy: the mean entropy of the sampled tokens (nats) over the first 16 and "
+            "the last 16 steps (a fall to ~0 is a collapse onto one output). Sampler gap: the mean |log pi_sampler "
+            "- log pi_old| per sampled token (the bf16 sampler against the trainer's fp32-head log-probs).", "",
             "| dataset | run | seed | think spans (% of outputs) | think tokens | answer != guess (%) | "
-            "of those right (%) | uninformative groups (%) | gradients |",
-            "|---|---|---|---|---|---|---|---|---|", *rows, ""]
+            "of those right (%) | uninformative groups (%) | gradients | placeholders (%) | entropy | sampler gap |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+
+
+def placeholder_text(run: dict) -> str:
+    """The share of test outputs whose span is the format line's placeholder word, per span (think 100.0, ...)."""
+    rates = run.get("eval", {}).get("placeholder_rate")
+    if rates is None:
+        return "not recorded"
+    return ", ".join(f"{span} {pct(rate)}" for span, rate in rates.items()) or "—"
+
+
+def entropy_text(metrics: list[dict]) -> str:
+    """Mean sampled-token entropy over the first 16 and the last 16 steps."""
+    if not metrics or not all("entropy" in r for r in metrics):
+        return "—" if metrics and "loss/rl" not in metrics[0] else "not recorded"
+    return f"{_mean(metrics[:16], 'entropy'):.2f} -> {_mean(metrics[-16:], 'entropy'):.2f}"
+
+
+def gap_text(metrics: list[dict]) -> str:
+    """Mean |log pi_sampler - log pi_old| per sampled token over the run."""
+    if not metrics or not all("rollout/logprob_gap" in r for r in metrics):
+        return "—" if metrics and "loss/rl" not in metrics[0] else "not recorded"
+    return f"{_mean(metrics, 'rollout/logprob_gap'):.4f}"
 
 
 def plot_diagnostics(results: dict, seeds: dict, reps: dict | None = None) -> list[str]:

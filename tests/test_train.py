@@ -54,8 +54,8 @@ def test_smoke_each_method(tmp_path, tiny_path, mech_data, method):
     if method in ("gta", "gta-rl"):
         assert "guess/accuracy" in keys
     if method == "gta":
-        assert {"loss/sft", "conflict/cosine", "conflict/sft_dropped", "guess_s", "grad_norm/sft", "grad_norm/rl",
-                "rl_share", "conflict/update_cosine_rl"} <= keys
+        assert {"loss/sft", "conflict/cosine", "conflict/sft_dropped", "conflict/sft_projected", "guess_s",
+                "grad_norm/sft", "grad_norm/rl", "rl_share", "conflict/update_cosine_rl"} <= keys
         assert all(0 <= r["rl_share"] <= 1 + 1e-6 and r["grad_norm/sft"] > 0 for r in rows)
         assert all(0 < r["guess_s"] < r["step_time_s"] for r in rows)
     else:

@@ -433,6 +433,7 @@ class Trainer:
                     g_sft = self.engine.take_grads(self.params)
                     grads, info = self.engine.combine(g_sft, g_rl, cfg.lambda1, cfg.lambda2, cfg.conflict, rl_signal)
                 means.add({"conflict/cosine": info["cosine"], "conflict/sft_dropped": info["sft_dropped"],
+                           "conflict/sft_projected": info["projected"],
                            "grad_norm/sft": info["norm_sft"], "grad_norm/rl": info["norm_rl"]})
             else:
                 grads = g_rl
