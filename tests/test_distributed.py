@@ -76,7 +76,8 @@ def back_to(out, step):
 
 @pytest.mark.parametrize("method,launcher,extra", [("sft", "torchrun", ()), ("grpo", "accelerate", ()),
                                                    ("gta", "torchrun", ("--lora-r", "4")),
-                                                   ("gta", "torchrun", ("--gradient-checkpointing",))])
+                                                   ("gta", "torchrun", ("--gradient-checkpointing",)),
+                                                   ("gta", "torchrun", ("--no-sync-each-micro-batch",))])
 def test_two_processes_match_one(tmp_path, tiny_path, mech_data, method, launcher, extra):
     m1 = run(tmp_path / "one", tiny_path, mech_data, method, 1, extra=extra)
     m2 = run(tmp_path / "two", tiny_path, mech_data, method, 2, launcher, extra=extra)

@@ -250,3 +250,17 @@ def test_two_processes_each_with_an_engine_sample_what_one_process_samples(needs
         two, single = read(tmp_path / "two", step), read(one, step)
         shared = set(two) & set(single)
         assert len(shared) >= 2 and all(two[k] == single[k] for k in shared)
+
+
+def test_gta_imports_nothing_of_vllm_unless_asked(needs_vllm, vllm_tiny, toy_data, tmp_path):
+    """With vLLM installed, a native run (train, eval, predict) never imports it."""
+    code = ("import sys; from gta.trainer import train; from gta.config import TrainConfig; "
+            "from gta.classifier import Classifier; import gta.cli, gta.evaluate; "
+            f"train(TrainConfig(method='gta', model={vllm_tiny!r}, dataset='emotion', data_dir={str(toy_data)!r}, "
+            f"train_limit=6, batch_size=2, micro_batch_size=2, num_generations=2, num_iterations=1, max_steps=1, "
+            f"max_completion_length=8, max_prompt_length=160, report_to='none', output={str(tmp_path / 'run')!r}), "
+            "progress=False); Classifier.from_pretrained(" + repr(str(tmp_path / 'run')) + ").predict('x'); "
+            "assert not [m for m in sys.modules if m == 'vllm' or m.startswith('vllm.')], 'vllm imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                       env={**os.environ, "PYTHONPATH": "src"})
+    assert r.returncode == 0, r.stderr[-3000:]

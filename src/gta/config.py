@@ -70,6 +70,10 @@ class TrainConfig:
     batch_size: int = _f(4, "prompts per optimizer step over all processes; completions per step = batch x G "
                             "(TRL's per-device batch counts completions)")
     micro_batch_size: int = _f(2, "prompts per forward/backward; gradients are accumulated over a step")
+    sync_each_micro_batch: bool = _f(True, "several processes: reduce-scatter the gradient after every micro-batch "
+                                           "(each process holds only its shard); --no-sync-each-micro-batch reduces "
+                                           "once per backward pass, holding a whole gradient per process until then "
+                                           "(accelerate's sync_each_batch)")
     max_steps: int | None = _f(None, "stop after this many steps (default: --epochs passes over the data)")
     epochs: float = _f(1.0, "passes over the train subset when --max-steps is not given (paper: 3-4)")
     learning_rate: float = _f(1e-5, "AdamW learning rate")

