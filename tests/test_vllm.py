@@ -264,3 +264,41 @@ def test_gta_imports_nothing_of_vllm_unless_asked(needs_vllm, vllm_tiny, toy_dat
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
                        env={**os.environ, "PYTHONPATH": "src"})
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_sleep_mode_frees_the_engine_and_the_next_push_reloads_every_weight(tiny_path):
+    """CUDA's sleep mode, with a stand-in for vLLM's LLM (the sleep itself needs a GPU): after each rollout the engine
+    sleeps at level 2 (weights discarded), and the next push wakes it and loads the weights again even when they have
+    not changed; without sleep mode (CPU) nothing sleeps and an unchanged version is not pushed twice."""
+    from gta.vllm_engine import VLLMEngine
+
+    class FakeLLM:
+        def __init__(self):
+            self.calls = []
+
+        def sleep(self, level):
+            self.calls.append(("sleep", level))
+
+        def wake_up(self):
+            self.calls.append(("wake_up",))
+
+        def collective_rpc(self, method, kwargs):
+            self.calls.append((method, len(list(kwargs["weights_iterator"]))))
+
+        def apply_model(self, fn):
+            self.calls.append(("apply_model",))
+
+        def reset_prefix_cache(self):
+            self.calls.append(("reset_prefix_cache",))
+
+    model = load_model(tiny_path)
+    n = len(list(model.parameters()))
+    for sleep_mode in (True, False):
+        engine = object.__new__(VLLMEngine)  # what __init__ sets, without starting vLLM
+        engine.llm, engine.sleep_mode, engine.asleep, engine.version, engine.dtype = FakeLLM(), sleep_mode, False, None, None
+        engine.push(model, version=1)
+        engine.sleep()
+        engine.push(model, version=1)  # the same weights: reloaded only if sleep discarded them
+        pushed = [("reload_weights", n), ("apply_model",), ("reset_prefix_cache",)]
+        expected = pushed + ([("sleep", 2), ("wake_up",)] + pushed if sleep_mode else [])
+        assert engine.llm.calls == expected and not engine.asleep
