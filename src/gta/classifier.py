@@ -35,24 +35,21 @@ class Classifier:
         if not run_dir.exists() and str(run_dir).count("/") == 1 and not str(run_dir).startswith("."):
             run_dir = _download(str(run_dir))
         if (run_dir / "gta.json").is_file():
-            clf = cls._from_export(run_dir, device, max_new_tokens)
-            info = json.loads((run_dir / "gta.json").read_text())
-            base, trust = info["base_model"] if info["adapter"] else str(run_dir), info["trust_remote_code"]
+            clf, base, trust = cls._from_export(run_dir, device, max_new_tokens)
         else:
             clf, base, trust = cls._from_run(run_dir, device, max_new_tokens, checkpoint)
         if engine == "vllm":
             from .models import resolve
             from .vllm_engine import VLLMEngine
 
-            bf16 = next(clf.model.parameters()).dtype == torch.bfloat16
-            clf.vllm = VLLMEngine(resolve(base), bf16=bf16, seed=0, device=next(clf.model.parameters()).device,
-                                  max_model_len=clf.max_prompt_length + clf.max_new_tokens,
-                                  gpu_memory_utilization=vllm_gpu_memory_utilization, trust_remote_code=trust)
+            clf.vllm = VLLMEngine.for_model(clf.model, resolve(base), clf.max_prompt_length + clf.max_new_tokens,
+                                            vllm_gpu_memory_utilization, trust)
             clf.vllm.push(clf.model)
         return clf
 
     @classmethod
     def _from_run(cls, run_dir: Path, device: str, max_new_tokens: int | None, checkpoint: str | None):
+        """(classifier, its base model, trust_remote_code) of a run folder's checkpoint."""
         cfg, labels, path = run_checkpoint(run_dir, checkpoint)
         dev = pick_device(device)
         model, tokenizer = load_run_model(cfg, path, dev)
@@ -64,6 +61,7 @@ class Classifier:
 
     @classmethod
     def _from_export(cls, folder: Path, device: str, max_new_tokens: int | None):
+        """(classifier, its base model, trust_remote_code) of a `gta export` folder."""
         info = json.loads((folder / "gta.json").read_text())
         dev = pick_device(device)
         if info["adapter"]:
@@ -72,9 +70,10 @@ class Classifier:
             model = load_model(str(folder), dev, trust_remote_code=info["trust_remote_code"])
         if info["bf16"] and bf16_supported(dev):
             model = model.to(torch.bfloat16)
-        return cls(model, load_tokenizer(str(folder)), info["labels"], info["template"], info["max_prompt_length"],
-                   max_new_tokens or info["max_new_tokens"], bf16=False, instructions=info["instructions"],
-                   system=info["system_prompt"])
+        clf = cls(model, load_tokenizer(str(folder)), info["labels"], info["template"], info["max_prompt_length"],
+                  max_new_tokens or info["max_new_tokens"], bf16=False, instructions=info["instructions"],
+                  system=info["system_prompt"])
+        return clf, info["base_model"] if info["adapter"] else str(folder), info["trust_remote_code"]
 
     def predict(self, texts: list[str] | str, explain: bool = False, fast: bool = False, progress: bool = False,
                 constrain_answer: bool = False, batch_size: int = 8):

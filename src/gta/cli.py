@@ -88,9 +88,8 @@ def cmd_eval(args) -> None:
             from .models import resolve
             from .vllm_engine import VLLMEngine
 
-            vllm = VLLMEngine(resolve(args.model), bf16=next(model.parameters()).dtype == torch.bfloat16, seed=0,
-                              device=dev, max_model_len=max_prompt + max_new,
-                              gpu_memory_utilization=args.vllm_gpu_memory_utilization)
+            vllm = VLLMEngine.for_model(model, resolve(args.model), max_prompt + max_new,
+                                        args.vllm_gpu_memory_utilization)
         out_dir = None  # named after the dataset, below
     else:
         raise ConfigError("give a RUN_DIR, or --model ID for a zero-shot evaluation of a base model")

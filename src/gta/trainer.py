@@ -249,7 +249,6 @@ class Trainer:
         del whole
         self.autocast = self.bf16 and not self.engine.mixed_precision  # CUDA + FSDP2: its own bf16 policy instead
         self.vllm = self._vllm_engine() if cfg.rollout_engine == "vllm" else None
-        self.updates = 0  # optimizer updates taken in this process (names the weights pushed to vLLM)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * math.ceil(len(self.prompts) / cfg.batch_size)))
@@ -288,8 +287,9 @@ class Trainer:
                           max_rows=cfg.batch_size // self.engine.world * cfg.num_generations)
 
     def push_weights(self):
-        """vLLM's weights brought up to the policy's (once per optimizer update); returns the engine."""
-        self.vllm.push(self.model, version=self.updates)
+        """vLLM's weights brought up to the policy's (once per optimizer update: the schedule's count of them names
+        the weights); returns the engine."""
+        self.vllm.push(self.model, version=self.scheduler.last_epoch)
         return self.vllm
 
     def summary(self) -> str:
@@ -364,7 +364,6 @@ class Trainer:
         return held_memory(self.model, self.sampler, self.params, grads, self.optimizer, self.reference)
 
     def update(self, grads: list[torch.Tensor]) -> float:
-        self.updates += 1
         return self.engine.step(self.params, grads, self.optimizer, self.scheduler, self.cfg.max_grad_norm)
 
     # ---------------------------------------------------------------- the steps

@@ -89,6 +89,15 @@ class VLLMEngine:
         self.asleep = False
         self.version = None  # what the caller called the weights last pushed (None: the folder's, or discarded)
 
+    @classmethod
+    def for_model(cls, model, model_path: str, max_model_len: int, gpu_memory_utilization: float = 0.3,
+                  trust_remote_code: bool = False) -> "VLLMEngine":
+        """An engine for decoding with a loaded inference model (eval, predict), in its precision and on its device;
+        its weights are the folder's until `push`."""
+        p = next(model.parameters())
+        return cls(model_path, bf16=p.dtype == torch.bfloat16, seed=0, device=p.device, max_model_len=max_model_len,
+                   gpu_memory_utilization=gpu_memory_utilization, trust_remote_code=trust_remote_code)
+
     def push(self, model, version=None) -> None:
         """Load the model's current weights into the engine (`hf_weights`) and forget its cached prefixes; skipped
         when `version` names the weights already there."""
