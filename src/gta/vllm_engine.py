@@ -166,8 +166,8 @@ def kv_cache_bytes(model_path: str, rows: int, max_model_len: int, bf16: bool, t
 def _repack_tied_head(model) -> None:
     """vLLM 0.32's CPU backend packs the LM head's weight for its GEMM once (`cpu_linear`); a head tied to the input
     embedding is not reloaded by name (its weights are the embedding's), so its packed copy keeps the first weights
-    and the engine samples from a stale head (measured: log-probs off by up to 1.3 nats after one push). Pack it
-    again from the shared weight."""
+    and the engine samples from a stale head (its greedy outputs then differ from the pushed weights':
+    tests/test_vllm.py fails without this). Pack it again from the shared weight."""
     head = getattr(model, "lm_head", None)
     embed = getattr(getattr(model, "model", None), "embed_tokens", None)
     if head is not None and embed is not None and hasattr(head, "cpu_linear") and head.weight is embed.weight:
