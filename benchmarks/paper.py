@@ -350,7 +350,22 @@ def answer_summary(pred_file: Path, labels: list[str]) -> dict:
                              if r.get("think") is not None],
             # per test example, in the test subset's order (the same for every run of a dataset): 1 if the answer
             # is right, so report.py can compare two runs on the same examples (a paired interval)
-            "correct": "".join("1" if r["correct"] else "0" for r in records)}
+            "correct": "".join("1" if r["correct"] else "0" for r in records),
+            # per test example, the gold label and the answer as one character each (label_codes), so report.py
+            # can bootstrap an interval for the weighted F1
+            "gold": label_codes([r["gold"] for r in records], labels),
+            "predicted": label_codes([canonical_label(r["answer"], labels) for r in records], labels)}
+
+
+# A label's index in its dataset's label list as one character, "-" for an answer that is not a label: a results
+# file keeps every test example's gold and predicted label in a short string (report.py decodes them)
+CODES = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def label_codes(names: list[str], labels: list[str]) -> str:
+    if len(labels) > len(CODES):
+        raise ValueError(f"{len(labels)} labels: label_codes encodes at most {len(CODES)}")
+    return "".join(CODES[labels.index(n)] if n in labels else "-" for n in names)
 
 
 @functools.cache

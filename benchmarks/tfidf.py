@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from paper import DATA, PROTOCOL, ROOT, code_version, machine  # benchmarks/paper.py, beside this script
+from paper import DATA, PROTOCOL, ROOT, code_version, label_codes, machine  # benchmarks/paper.py, beside this script
 
 from gta import data
 
@@ -35,12 +35,14 @@ def fit_and_score(train: list[data.Example], test: list[data.Example], seed: int
     model.fit([e.text for e in train], [data.normalize_label(e.label) for e in train])
     gold = [data.normalize_label(e.label) for e in test]
     pred = list(model.predict([e.text for e in test]))
+    labels = sorted(set(gold) | set(pred))
     return {"n_train": len(train), "n_test": len(test), "accuracy": accuracy_score(gold, pred),
             "f1_weighted": f1_score(gold, pred, average="weighted", zero_division=0),
             "seconds": time.perf_counter() - t0,
             # per test example, in the test subset's order (paper.py's answer summaries use the same), so
             # report.py can set an LLM run beside this baseline on the same examples (a paired interval)
-            "correct": "".join("1" if g == p else "0" for g, p in zip(gold, pred))}
+            "correct": "".join("1" if g == p else "0" for g, p in zip(gold, pred)),
+                    "gold": label_codes(gold, labels), "predicted": label_codes(pred, labels)}
 
 
 def main() -> None:

@@ -85,14 +85,23 @@ def test_answer_summary_counts_formatted_answers_that_are_not_labels(paper, tmp_
     rows = [{"answer": "label", "exact_format": True}, {"answer": "Joy ", "exact_format": True, "correct": True},
             {"answer": "label", "exact_format": True}, {"answer": "joy", "exact_format": False},
             {"answer": "feeling", "exact_format": True}]
-    rows = [{"correct": False, **r} for r in rows]
+    rows = [{"correct": False, "gold": "sadness", **r} for r in rows]
     pred = tmp_path / "predictions.jsonl"
     pred.write_text("\n".join(json.dumps(r) for r in rows))
     summary = paper.answer_summary(pred, ["joy", "sadness"])
     assert summary == {"n": 5, "invalid_format": 1, "not_a_label": 3,
                        "top_not_a_label": [("label", 2), ("feeling", 1)],
                        "think_n": 0, "think_words_median": None, "think_placeholder": 0, "think_tokens": [],
-                       "correct": "01000"}  # per example, in order: for paired comparisons of two runs
+                       "correct": "01000",  # per example, in order: for paired comparisons of two runs
+                       # the labels' indices, "-" for an answer that is not one (scored whatever the format)
+                       "gold": "11111", "predicted": "-0-0-"}
+
+
+def test_label_codes_encode_each_label_in_one_character(paper):
+    labels = [f"l{i}" for i in range(20)]
+    assert paper.label_codes(["l0", "l9", "l10", "l19", "nope"], labels) == "09aj-"
+    with pytest.raises(ValueError, match="at most 62"):
+        paper.label_codes([], [f"l{i}" for i in range(63)])
 
 
 def test_answer_summary_measures_the_think_spans_of_formatted_outputs(paper, tmp_path):
@@ -100,7 +109,7 @@ def test_answer_summary_measures_the_think_spans_of_formatted_outputs(paper, tmp
             {"answer": "joy", "think": "the text is upbeat", "exact_format": True},
             {"answer": "joy", "think": "happy words", "exact_format": True},
             {"answer": "joy", "think": "not counted: the output is not in the format", "exact_format": False}]
-    rows = [{"correct": False, **r} for r in rows]
+    rows = [{"correct": False, "gold": "joy", **r} for r in rows]
     pred = tmp_path / "predictions.jsonl"
     pred.write_text("\n".join(json.dumps(r) for r in rows))
     summary = paper.answer_summary(pred, ["joy"])
