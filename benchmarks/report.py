@@ -302,14 +302,15 @@ def ablation(results: dict) -> list[str]:
         for name, rule, key in ABLATION:
             r = runs.get(name)
             if not r:
-                rows.append(f"| {TITLES[ds]} | {rule} | not run yet | | | | |")
+                rows.append(f"| {TITLES[ds]} | {rule} | not run yet | | | | | |")
                 continue
             m = r["metrics"]
             changed = "— (none by design)" if key is None else pct(mean(m, key)) if all(key in x for x in m) else "not recorded"
             acc, f1 = cell(r)
             share, cos = (f"{v:.2f}" if (v := mean(m, k)) is not None else "—"
                           for k in ("rl_share", "conflict/update_cosine_rl"))
-            rows.append(f"| {TITLES[ds]} | {rule} | {acc} | {f1} | {changed} | {share} | {cos} |")
+            code = ", ".join(f"`{c}`" for c in r.get("code") or [])
+            rows.append(f"| {TITLES[ds]} | {rule} | {acc} | {f1} | {changed} | {share} | {cos} | {code} |")
         if all(n in runs for n, _, _ in ABLATION):
             parts = []
             for name, rule in (("gta", "drop"), ("gta-project", "project")):
@@ -321,8 +322,8 @@ def ablation(results: dict) -> list[str]:
                 "GTA with `--conflict project` and `--conflict none` beside the `gta` run (eq. 11's drop).", ""]
     return ["Updates changed: the share of updates whose g_SFT the rule dropped or projected. rl_share: mean "
             "||g_RL|| / ||applied gradient||. Update vs g_RL: mean cosine of the AdamW update with g_RL.", "",
-            "| dataset | rule | accuracy (95% CI) | weighted F1 (95% CI) | updates changed (%) | rl_share | update vs g_RL |",
-            "|---|---|---|---|---|---|---|", *rows, "",
+            "| dataset | rule | accuracy (95% CI) | weighted F1 (95% CI) | updates changed (%) | rl_share | update vs g_RL | code |",
+            "|---|---|---|---|---|---|---|---|", *rows, "",
             "Does eq. 11 matter at this scale? Accuracy against no rule, paired, in points:", "",
             *(verdict or ["- not decided until a dataset has all three rules"]), ""]
 
@@ -538,7 +539,8 @@ def main() -> None:
     p = next((r["protocol"] for r in results.values()), None)
     out = ["# Results at CPU scale", "",
            "Written by `python benchmarks/report.py` from `benchmarks/results/` (`python benchmarks/paper.py --dataset "
-           "NAME [--seed N] [--ablation]`, `python benchmarks/tfidf.py`); do not edit by hand. Only runs on code at "
+           "NAME [--seed N] [--ablation]`, `python benchmarks/tfidf.py`; every run: `bash benchmarks/paper_all.sh`); do not "
+           "edit by hand. Only runs on code at "
            f"or after `{FORMAT_RULE_FIX}` are reported (before it the format reward was won by copying the prompt's "
            "placeholder); earlier runs: [results-history.md](results-history.md).", ""]
     if todo := pending(seeds, stale):

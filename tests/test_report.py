@@ -199,7 +199,7 @@ def test_conflict_ablation_table_and_verdict(report, paper, page):
     write(res)
     report.main()
     doc = (tmp / "docs" / "results.md").read_text()
-    assert "| Emotion | drop (eq. 11) |" in doc and "| 25.0 | 0.50 |" in doc
+    assert "| Emotion | drop (eq. 11) |" in doc and "| 25.0 | 0.50 | — | `2daa8c6` |" in doc
     assert "| Emotion | project (PCGrad) |" in doc and "| 50.0 | 0.25 |" in doc
     assert "| Emotion | none |" in doc and "— (none by design)" in doc
     d, h = report.paired(res["runs"]["gta"]["answers"], res["runs"]["gta-none"]["answers"])
