@@ -519,8 +519,8 @@ def what_to_expect(results: dict, tfidf: dict) -> list[str]:
         text += (" At this scale TF-IDF + logistic regression on the same examples (" + ", ".join(
             f"{TITLES[ds]} {pct(lr)} vs GTA {pct(g)}" for ds, lr, g in bars) + ") or a fine-tuned encoder is the bar.")
     text += (" The paper's gains are with 3-4B models, G=16 and several epochs, where the model writes reasoning that "
-             "RL can shape; small models gain less from RL (DeepSeek-R1, Guo et al. 2025, found distillation beat RL "
-             "for its small models). In a run of your own, watch `groups/informative` (no informative group, no RL "
+             "RL can shape; the smaller the model, the less RL alone gives (DeepSeek-R1, Guo et al. 2025: on a 32B "
+             "model, distilling a larger model's reasoning beat large-scale RL). In a run of your own, watch `groups/informative` (no informative group, no RL "
              "signal), `rl_share` (how much of each update is RL's), `entropy` (a fall to ~0 is a collapse onto one "
              "output) and, in `gta eval`, how often the answer differs from the guess and whether those changes are right.")
     return [text]
