@@ -40,7 +40,8 @@ PAPER = {
 # prompt's format line (`<answer>label</answer>`) earned the reward, and the RL runs measured that artefact.
 FORMAT_RULE_FIX = "8e4a67f"
 # The conflict-rule ablation (paper.py --ablation): run, rule, the metric counting the updates the rule changed
-ABLATION = (("gta", "drop (eq. 11)", "conflict/sft_dropped"), ("gta-project", "project (PCGrad)", "conflict/sft_projected"),
+ABLATION = (("gta", "drop (eq. 11)", "conflict/sft_dropped"),
+            ("gta-project", "project (PCGrad)", "conflict/sft_projected"),
             ("gta-none", "none", None))
 EDGE = 16  # steps averaged at the start and at the end of training
 CODES = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # paper.py's label_codes
@@ -113,7 +114,8 @@ def pct(x: float | None, digits: int = 1) -> str:
 def wilson(p: float, n: int) -> tuple[float, float]:
     """95% Wilson interval of a proportion (sound at 0 and 1, where the normal one collapses)."""
     z = 1.96
-    mid, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    scale = 1 + z * z / n
+    mid, half = (p + z * z / (2 * n)) / scale, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / scale
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
@@ -195,18 +197,19 @@ def protocol(p: dict) -> list[str]:
     steps = p["train_limit"] * p["epochs"] // p["batch_size"]
     return [
         f"- **Model and data**: {p['model']}, full fine-tuning; every method trains on the same seeded stratified "
-        f"{p['train_limit']} training examples ({p['epochs']} pass, {steps} steps of {p['batch_size']} prompts, AdamW lr "
-        f"{p['learning_rate']:g}, linear decay) and is scored on the same seeded stratified {p['test_limit']:,} test examples.",
+        f"{p['train_limit']} training examples ({p['epochs']} pass, {steps} steps of {p['batch_size']} prompts, "
+        f"AdamW lr {p['learning_rate']:g}, linear decay) and is scored on the same seeded stratified "
+        f"{p['test_limit']:,} test examples.",
         f"- **RL**: G={p['num_generations']} samples per prompt, mu={p['num_iterations']}, beta={p['beta']:g}, "
         f"epsilon={p['epsilon']:g}, reference refreshed every {p['ref_sync_steps']} steps, at most "
-        f"{p['max_completion_length']} new tokens, prompts cut to {p['max_prompt_length']} tokens (the paper: G=16, mu=4, "
-        "3-4 epochs, 3-4B models; its full-scale commands are in [gpu.md](gpu.md)).",
+        f"{p['max_completion_length']} new tokens, prompts cut to {p['max_prompt_length']} tokens (the paper: G=16, "
+        "mu=4, 3-4 epochs, 3-4B models; its full-scale commands are in [gpu.md](gpu.md)).",
         "- **Rewards**: format (0/1: each label span holds a label, then a stop token) + accuracy of the answer (0/1), "
         "the same rule for every method; the guess is SFT-trained in GTA, RL-trained in GTA(RL).",
-        f"- **Precision**: bf16 autocast where the CPU has native bf16, else float32; 2 CPU threads. Curves: accuracy on "
-        f"{p['eval_limit']} held-out examples every {p['eval_every']} steps.",
-        "- **Baselines**: the base model zero-shot (direct and think prompts); TF-IDF + logistic regression on the same "
-        "training examples and on the whole train split (`benchmarks/tfidf.py`).",
+        "- **Precision**: bf16 autocast where the CPU has native bf16, else float32; 2 CPU threads. Curves: accuracy "
+        f"on {p['eval_limit']} held-out examples every {p['eval_every']} steps.",
+        "- **Baselines**: the base model zero-shot (direct and think prompts); TF-IDF + logistic regression on the "
+        "same training examples and on the whole train split (`benchmarks/tfidf.py`).",
     ]
 
 
@@ -220,8 +223,8 @@ def cell(run: dict) -> tuple[str, str]:
 
 
 def main_table(seeds: dict, tfidf: dict) -> list[str]:
-    rows = ["| dataset | method | accuracy (95% CI) | weighted F1 (95% CI) | other seeds: acc / F1 | paper, Qwen2.5-3B: acc / F1 |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| dataset | method | accuracy (95% CI) | weighted F1 (95% CI) | other seeds: acc / F1 | "
+            "paper, Qwen2.5-3B: acc / F1 |", "|---|---|---|---|---|---|"]
     for ds in DATASETS:
         by_seed = seeds.get(ds, {})
         base = by_seed.get(0, {"runs": {}})["runs"]
@@ -262,8 +265,8 @@ def verdicts(results: dict, seeds: dict, tfidf: dict) -> list[str]:
                    for n in ("gta", "grpo")}
             wins = [auc["gta"][i] > auc["grpo"][i] for i in (0, 1) if None not in (auc["gta"][i], auc["grpo"][i])]
             verdict = "held" if wins and all(wins) else ("not held" if not any(wins) else "mixed")
-            rows.append(f"| GTA converges faster than GRPO (curve means, seed 0) | {TITLES[ds]} | training accuracy reward "
-                        f"{auc['gta'][0]:.2f} vs {auc['grpo'][0]:.2f}; held-out accuracy "
+            rows.append(f"| GTA converges faster than GRPO (curve means, seed 0) | {TITLES[ds]} | training accuracy "
+                        f"reward {auc['gta'][0]:.2f} vs {auc['grpo'][0]:.2f}; held-out accuracy "
                         f"{auc['gta'][1] or 0:.2f} vs {auc['grpo'][1] or 0:.2f} | **{verdict}** |")
     d = seed_diffs("sst5", "gta", "gta-rl")
     if d:
@@ -305,7 +308,8 @@ def ablation(results: dict) -> list[str]:
                 rows.append(f"| {TITLES[ds]} | {rule} | not run yet | | | | | |")
                 continue
             m = r["metrics"]
-            changed = "— (none by design)" if key is None else pct(mean(m, key)) if all(key in x for x in m) else "not recorded"
+            changed = ("— (none by design)" if key is None else
+                       pct(mean(m, key)) if all(key in x for x in m) else "not recorded")
             acc, f1 = cell(r)
             share, cos = (f"{v:.2f}" if (v := mean(m, k)) is not None else "—"
                           for k in ("rl_share", "conflict/update_cosine_rl"))
@@ -322,7 +326,8 @@ def ablation(results: dict) -> list[str]:
                 "GTA with `--conflict project` and `--conflict none` beside the `gta` run (eq. 11's drop).", ""]
     return ["Updates changed: the share of updates whose g_SFT the rule dropped or projected. rl_share: mean "
             "||g_RL|| / ||applied gradient||. Update vs g_RL: mean cosine of the AdamW update with g_RL.", "",
-            "| dataset | rule | accuracy (95% CI) | weighted F1 (95% CI) | updates changed (%) | rl_share | update vs g_RL | code |",
+            "| dataset | rule | accuracy (95% CI) | weighted F1 (95% CI) | updates changed (%) | rl_share | "
+            "update vs g_RL | code |",
             "|---|---|---|---|---|---|---|---|", *rows, "",
             "Does eq. 11 matter at this scale? Accuracy against no rule, paired, in points:", "",
             *(verdict or ["- not decided until a dataset has all three rules"]), ""]
@@ -424,8 +429,9 @@ def runs_table(seeds: dict) -> list[str]:
             code = sorted({c for r in res["runs"].values() for c in r.get("code") or []})
             minutes = ", ".join(f"{n} {round((r.get('train_wall_s', 0) + r.get('eval_wall_s', 0)) / 60)}"
                                 for n, r in res["runs"].items())
-            rows.append(f"| {TITLES[ds]} | {s} | {'; '.join(kinds)} | {', '.join(f'`{c}`' for c in code)} | {minutes} | "
-                        f"{'no (shared the CPU; timing_note in the results file)' if res.get('timing_note') else 'yes'} |")
+            alone = "no (shared the CPU; timing_note in the results file)" if res.get("timing_note") else "yes"
+            rows.append(f"| {TITLES[ds]} | {s} | {'; '.join(kinds)} | {', '.join(f'`{c}`' for c in code)} | "
+                        f"{minutes} | {alone} |")
     return ["| dataset | seed | machine | code | minutes (train + test) | ran alone |", "|---|---|---|---|---|---|",
             *rows, ""] if rows else []
 
@@ -488,8 +494,8 @@ def readme_table(results: dict, tfidf: dict) -> list[str]:
            "examples / whole train split |", "|---|---:|---:|---:|---:|---:|---:|"]
     for ds in DATASETS:
         runs = results.get(ds, {}).get("runs", {})
-        cells = [pct(runs[n]["eval"]["accuracy"]) if n in runs else ("—" if n == "gta-rl" and ds != "sst5" else "pending")
-                 for n in ("base-direct", "sft", "grpo", "gta", "gta-rl")]
+        cells = [pct(runs[n]["eval"]["accuracy"]) if n in runs else "—" if n == "gta-rl" and ds != "sst5" else
+                 "pending" for n in ("base-direct", "sft", "grpo", "gta", "gta-rl")]
         lr = " / ".join(pct(tfidf[ds][k]["accuracy"]) if k in tfidf.get(ds, {}) else "—" for k in ("subset", "full"))
         out.append(f"| {TITLES[ds]} | " + " | ".join(cells) + f" | {lr} |")
     return out
@@ -500,14 +506,14 @@ def what_to_expect(results: dict, tfidf: dict) -> list[str]:
     text = "**What to expect.**"
     if fig := think_figures(results):
         tokens, think = fig
-        text += (f" At 135M parameters the think span holds no reasoning: its median length is {span(tokens)} tokens "
-                 f"over the RL runs of docs/results.md, and {span(think, lambda x: pct(x, 0))}% of their test outputs "
-                 "are the format line's placeholder word.")
-    changes = guess_changes(results)
-    if changes:
-        text += (" GTA's answer differs from its guess on " + ", ".join(f"{pct(k)}% ({TITLES[ds]})" for ds, k, _ in changes)
-                 + " of test outputs" + (": GTA is, in effect, SFT with a guess." if max(k for _, k, _ in changes) < 0.1
-                                         else "."))
+        text += (" At 135M parameters " + ("the think span holds no reasoning: its" if max(tokens) <= 4 else
+                                            "the think span's") +
+                 f" median length is {span(tokens)} tokens over the RL runs of docs/results.md, and "
+                 f"{span(think, lambda x: pct(x, 0))}% of their test outputs are the format line's placeholder word.")
+    if changes := guess_changes(results):
+        same = max(k for _, k, _ in changes) < 0.1  # the answer (nearly) always repeats the guess
+        where = ", ".join(f"{pct(k)}% ({TITLES[ds]})" for ds, k, _ in changes)
+        text += (f" GTA's answer differs from its guess on {where} of test outputs" + (": GTA is, in effect, SFT with a guess." if same else "."))
     gaps = [(ds, *paired(res["runs"]["gta"]["answers"], res["runs"]["sft"]["answers"])) for ds, res in results.items()
             if "gta" in res["runs"] and "sft" in res["runs"]]
     if gaps:
@@ -518,11 +524,12 @@ def what_to_expect(results: dict, tfidf: dict) -> list[str]:
     if bars:
         text += (" At this scale TF-IDF + logistic regression on the same examples (" + ", ".join(
             f"{TITLES[ds]} {pct(lr)} vs GTA {pct(g)}" for ds, lr, g in bars) + ") or a fine-tuned encoder is the bar.")
-    text += (" The paper's gains are with 3-4B models, G=16 and several epochs, where the model writes reasoning that "
-             "RL can shape; the smaller the model, the less RL alone gives (DeepSeek-R1, Guo et al. 2025: on a 32B "
-             "model, distilling a larger model's reasoning beat large-scale RL). In a run of your own, watch `groups/informative` (no informative group, no RL "
-             "signal), `rl_share` (how much of each update is RL's), `entropy` (a fall to ~0 is a collapse onto one "
-             "output) and, in `gta eval`, how often the answer differs from the guess and whether those changes are right.")
+    text += (" The paper's gains are with 3-4B models, G=16 and several epochs, where the model writes reasoning "
+             "that RL can shape; the smaller the model, the less RL alone gives (DeepSeek-R1, Guo et al. 2025: on a "
+             "32B model, distilling a larger model's reasoning beat large-scale RL). In a run of your own, watch "
+             "`groups/informative` (no informative group, no RL signal), `rl_share` (how much of each update is RL's), "
+             "`entropy` (a fall to ~0 is a collapse onto one output) and, in `gta eval`, how often the answer differs "
+             "from the guess and whether those changes are right.")
     return [text]
 
 
@@ -539,8 +546,8 @@ def main() -> None:
     p = next((r["protocol"] for r in results.values()), None)
     out = ["# Results at CPU scale", "",
            "Written by `python benchmarks/report.py` from `benchmarks/results/` (`python benchmarks/paper.py --dataset "
-           "NAME [--seed N] [--ablation]`, `python benchmarks/tfidf.py`; every run: `bash benchmarks/paper_all.sh`); do not "
-           "edit by hand. Only runs on code at "
+           "NAME [--seed N] [--ablation]`, `python benchmarks/tfidf.py`; every run: `bash benchmarks/paper_all.sh`); "
+           "do not edit by hand. Only runs on code at "
            f"or after `{FORMAT_RULE_FIX}` are reported (before it the format reward was won by copying the prompt's "
            "placeholder); earlier runs: [results-history.md](results-history.md).", ""]
     if todo := pending(seeds, stale):
