@@ -345,6 +345,7 @@ def answer_summary(pred_file: Path, labels: list[str]) -> dict:
             "think_n": len(thinks),
             "think_words_median": statistics.median(len(t.split()) for t in thinks) if thinks else None,
             "think_placeholder": sum(t == placeholder for t in thinks),
+            "think_label": sum(canonical_label(t, labels) != INVALID for t in thinks),  # a label, not reasoning
             # the model's tokens in each think span, of every output that has one (formatted or not), in test order
             "think_tokens": [len(tokenizer(r["think"], add_special_tokens=False)["input_ids"]) for r in records
                              if r.get("think") is not None],

@@ -343,13 +343,13 @@ def diagnostics(seeds: dict) -> list[str]:
     if not rows:
         return ["No RL run of the current code has finished yet.", ""]
     return ["Test outputs: the share whose think / answer span is the prompt's format-line word (`reasoning`, "
-            "`label`), the think span's median length in tokens, how many labels the answers use, and (GTA) how often "
-            f"the answer differs from the guess and how many of those changes are right. Training: mean entropy of the "
-            f"sampled tokens (nats) and the share of groups whose G rewards were all equal (no RL signal) over the "
+            "`label`), the think span's median length in tokens and the share of think spans that are a label name, "
+            "how many labels the answers use, and (GTA) how often the answer differs from the guess and how many of "
+            "those changes are right. Training: mean entropy of the sampled tokens (nats) and the share of groups whose G rewards were all equal (no RL signal) over the "
             f"first and the last {EDGE} steps, and the mean |log pi_sampler - log pi_old| per sampled token.", "",
-            "| dataset | run | seed | placeholder think / answer (%) | think tokens | labels used | answer != guess "
-            "(% / right %) | entropy | uninformative groups (%) | sampler gap |",
-            "|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
+            "| dataset | run | seed | placeholder think / answer (%) | think tokens | think is a label (%) | labels "
+            "used | answer != guess (% / right %) | entropy | uninformative groups (%) | sampler gap |",
+            "|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def diagnostic_cells(r: dict) -> list[str]:
@@ -366,17 +366,21 @@ def diagnostic_cells(r: dict) -> list[str]:
         return "—" if head is None else f"{fmt.format(scale(head))} -> {fmt.format(scale(tail))}"
 
     gap = mean(m, "rollout/logprob_gap")
+    label = pct(a["think_label"] / a["think_n"]) if a.get("think_n") and "think_label" in a else "—"
     return [f"{pct(ph.get('think'))} / {pct(ph.get('answer'))}", f"{statistics.median(tokens):g}" if tokens else "—",
+            label,
             f"{used} of {len(labels)}" if used is not None else "—", changed, edge("entropy", lambda x: x),
             edge("groups/informative", lambda x: 100 * (1 - x), "{:.0f}"), f"{gap:.4f}" if gap is not None else "—"]
 
 
 def think_figures(results: dict) -> tuple[list[float], list[float]] | None:
-    """The RL runs' median think-span lengths (tokens) and shares of think spans that are the placeholder."""
-    rl = [r for res in results.values() for n, r in res["runs"].items() if n in RL_RUNS]
-    tokens = [statistics.median(t) for r in rl if (t := (r.get("answers") or {}).get("think_tokens"))]
-    think = [r["eval"]["placeholder_rate"]["think"] for r in rl if "think" in (r["eval"].get("placeholder_rate") or {})]
-    return (tokens, think) if tokens and think else None
+    """The RL runs' median think-span lengths (tokens), and the share of their think spans (of outputs in the
+    format) that are the format line's placeholder or a label name: no reasoning either way."""
+    rl = [r.get("answers") or {} for res in results.values() for n, r in res["runs"].items() if n in RL_RUNS]
+    tokens = [statistics.median(a["think_tokens"]) for a in rl if a.get("think_tokens")]
+    empty = [(a["think_placeholder"] + a["think_label"]) / a["think_n"] for a in rl
+             if a.get("think_n") and "think_label" in a]
+    return (tokens, empty) if tokens and empty else None
 
 
 def guess_changes(results: dict) -> list[tuple[str, float, float | None]]:
@@ -393,10 +397,10 @@ def observations(results: dict) -> list[str]:
     """What the diagnostics say, in sentences whose numbers are computed here."""
     out = []
     if fig := think_figures(results):
-        tokens, think = fig
+        tokens, empty = fig
         out.append(f"- **Think spans**: over the {len(tokens)} RL runs the think span's median length is "
-                   f"{span(tokens)} tokens, and {span(think, lambda x: pct(x, 0))}% of their test "
-                   "outputs think only the format line's word `reasoning`.")
+                   f"{span(tokens)} tokens, and {span(empty, lambda x: pct(x, 0))}% of their think spans are the "
+                   "format line's word `reasoning` or a label name.")
     if changes := guess_changes(results):
         out.append("- **Answer vs guess (GTA)**: the answer differs from the guess on " + ", ".join(
             f"{pct(k)}% ({TITLES[ds]}{f', {pct(r, 0)}% of those right' if r is not None else ''})"
@@ -505,15 +509,17 @@ def what_to_expect(results: dict, tfidf: dict) -> list[str]:
     """README's paragraph: what these measurements and the literature say a user should expect."""
     text = "**What to expect.**"
     if fig := think_figures(results):
-        tokens, think = fig
-        text += (" At 135M parameters " + ("the think span holds no reasoning: its" if max(tokens) <= 4 else
-                                            "the think span's") +
+        tokens, empty = fig
+        none = max(tokens) <= 4 and min(empty) >= 0.9  # a few tokens, nearly always a placeholder or a label
+        text += (" At 135M parameters " + ("the think span holds no reasoning: its" if none else "the think span's") +
                  f" median length is {span(tokens)} tokens over the RL runs of docs/results.md, and "
-                 f"{span(think, lambda x: pct(x, 0))}% of their test outputs are the format line's placeholder word.")
+                 f"{span(empty, lambda x: pct(x, 0))}% of their think spans are the format line's placeholder word or "
+                 "a label name.")
     if changes := guess_changes(results):
         same = max(k for _, k, _ in changes) < 0.1  # the answer (nearly) always repeats the guess
         where = ", ".join(f"{pct(k)}% ({TITLES[ds]})" for ds, k, _ in changes)
-        text += (f" GTA's answer differs from its guess on {where} of test outputs" + (": GTA is, in effect, SFT with a guess." if same else "."))
+        text += f" GTA's answer differs from its guess on {where} of test outputs" + (
+            ": GTA is, in effect, SFT with a guess." if same else ".")
     gaps = [(ds, *paired(res["runs"]["gta"]["answers"], res["runs"]["sft"]["answers"])) for ds, res in results.items()
             if "gta" in res["runs"] and "sft" in res["runs"]]
     if gaps:

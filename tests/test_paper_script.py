@@ -91,7 +91,8 @@ def test_answer_summary_counts_formatted_answers_that_are_not_labels(paper, tmp_
     summary = paper.answer_summary(pred, ["joy", "sadness"])
     assert summary == {"n": 5, "invalid_format": 1, "not_a_label": 3,
                        "top_not_a_label": [("label", 2), ("feeling", 1)],
-                       "think_n": 0, "think_words_median": None, "think_placeholder": 0, "think_tokens": [],
+                       "think_n": 0, "think_words_median": None, "think_placeholder": 0, "think_label": 0,
+                       "think_tokens": [],
                        "correct": "01000",  # per example, in order: for paired comparisons of two runs
                        # the labels' indices, "-" for an answer that is not one (scored whatever the format)
                        "gold": "11111", "predicted": "-0-0-"}
@@ -105,7 +106,7 @@ def test_label_codes_encode_each_label_in_one_character(paper):
 
 
 def test_answer_summary_measures_the_think_spans_of_formatted_outputs(paper, tmp_path):
-    rows = [{"answer": "joy", "think": "reasoning", "exact_format": True},
+    rows = [{"answer": "joy", "think": "reasoning", "exact_format": True}, {"answer": "joy", "think": "Joy", "exact_format": True},
             {"answer": "joy", "think": "the text is upbeat", "exact_format": True},
             {"answer": "joy", "think": "happy words", "exact_format": True},
             {"answer": "joy", "think": "not counted: the output is not in the format", "exact_format": False}]
@@ -113,8 +114,9 @@ def test_answer_summary_measures_the_think_spans_of_formatted_outputs(paper, tmp
     pred = tmp_path / "predictions.jsonl"
     pred.write_text("\n".join(json.dumps(r) for r in rows))
     summary = paper.answer_summary(pred, ["joy"])
-    assert (summary["think_n"], summary["think_words_median"], summary["think_placeholder"]) == (3, 2, 1)
-    assert summary["think_tokens"] == [1, 4, 2, 9]  # every think span, in order, formatted or not
+    assert (summary["think_n"], summary["think_words_median"], summary["think_placeholder"]) == (4, 1.5, 1)
+    assert summary["think_label"] == 1  # "Joy": the think span is a label, not reasoning
+    assert summary["think_tokens"] == [1, 1, 4, 2, 9]  # every think span, in order, formatted or not
 
 
 def test_transitions_count_the_answers_that_differ_from_the_guess(paper, tmp_path):

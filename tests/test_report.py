@@ -15,7 +15,8 @@ def _answers(paper, gold: list[int], pred: list[int], think: int | None = 2) -> 
     names = lambda xs: [LABELS[i] if i >= 0 else "nope" for i in xs]  # noqa: E731
     return {"n": len(gold), "correct": "".join("1" if g == p else "0" for g, p in zip(gold, pred)),
             "gold": paper.label_codes(names(gold), LABELS), "predicted": paper.label_codes(names(pred), LABELS),
-            "think_tokens": [think] * len(gold) if think else []}
+            "think_tokens": [think] * len(gold) if think else [], "think_n": len(gold) if think else 0,
+            "think_placeholder": len(gold) if think else 0, "think_label": 0}
 
 
 def _run(paper, gold, acc: float, seed: int, rl: bool = True, **metrics) -> dict:
@@ -160,7 +161,8 @@ def test_page_of_complete_results_decides_each_claim_from_its_figures(report, pa
     assert gta_row.startswith(f"| Emotion | GTA | {100 * ev['accuracy']:.1f} (") and "| 92.5 / 92.5 |" in gta_row
     assert "| 1: " in gta_row  # the second seed beside the first
     # diagnostics: placeholder shares, think tokens, labels used, entropy, uninformative groups and the sampler gap
-    assert "| Emotion | gta | 0 | 100.0 / 0.0 | 2 | 3 of 3 | 0.0 / — | 1.00 -> 1.00 | 50 -> 50 | 0.0100 |" in doc
+    assert "| Emotion | gta | 0 | 100.0 / 0.0 | 2 | 0.0 | 3 of 3 | 0.0 / — | 1.00 -> 1.00 | 50 -> 50 | 0.0100 |" in doc
+    assert "the think span holds no reasoning" in (tmp / "README.md").read_text()
     text = (tmp / "README.md").read_text()
     assert text.startswith(f"top\n{report.TABLE[0]}\n| dataset") and "OLD-" not in text and text.endswith(f"{report.EXPECT[1]}\nend\n")
     runs = json.loads((tmp / "results" / "emotion.json").read_text())["runs"]
@@ -211,7 +213,8 @@ def test_a_collapsed_run_is_named(report, paper):
     res["runs"]["grpo"]["answers"]["predicted"] = "1" * N  # one label on every example
     lines = report.observations({"emotion": res})
     assert any(line.startswith("- **Collapse onto one answer**: grpo on Emotion") for line in lines)
-    assert any("think span's median length is 2 tokens, and 100% of their test outputs" in line for line in lines)
+    assert any("think span's median length is 2 tokens, and 100% of their think spans are the format line's word"
+               in line for line in lines)
 
 
 def test_after_fix_follows_git_history(report):
