@@ -346,7 +346,8 @@ def diagnostics(seeds: dict) -> list[str]:
             "`label`), the think span's median length in tokens and the share of think spans that are a label name, "
             "how many labels the answers use, and (GTA) how often the answer differs from the guess and how many of "
             "those changes are right. Training: mean entropy of the sampled tokens (nats) and the share of groups "
-            f"whose G rewards were all equal (no RL signal) over the first and the last {EDGE} steps, and the mean |log pi_sampler - log pi_old| per sampled token.", "",
+            f"whose G rewards were all equal (no RL signal) over the first and the last {EDGE} steps, and the mean "
+            "|log pi_sampler - log pi_old| per sampled token.", "",
             "| dataset | run | seed | placeholder think / answer (%) | think tokens | think is a label (%) | labels "
             "used | answer != guess (% / right %) | entropy | uninformative groups (%) | sampler gap |",
             "|---|---|---|---|---|---|---|---|---|---|---|", *rows, ""]
