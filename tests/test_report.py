@@ -152,7 +152,9 @@ def test_page_of_complete_results_decides_each_claim_from_its_figures(report, pa
     assert d0 - h0 > 0 and abs(d1) < h1  # seed 0 beyond its interval, seed 1 within: the claim is not shown
     assert (f"| GTA > SFT (accuracy) | Emotion | GTA - SFT seed 0: {100 * d0:+.1f} ± {100 * h0:.1f}; seed 1: "
             f"{100 * d1:+.1f} ± {100 * h1:.1f} | **not shown** |") in doc
-    assert "| GTA converges faster than GRPO (curve means, seed 0) | Emotion | training accuracy reward 0.80 vs 0.20" in doc
+    half = 1.96 * ((0.8 * 0.2 + 0.2 * 0.8) / 100) ** 0.5  # the held-out curves: 0.8 and 0.2 on 100 examples
+    assert (f"| GTA converges faster than GRPO (held-out curve means, seed 0) | Emotion | held-out accuracy GTA - GRPO "
+            f"+60.0 ± {100 * half:.1f} (training accuracy reward 0.80 vs 0.20) | **held** |") in doc
     assert "| GTA(SFT+RL) > GTA(RL) | SST-5 |" in doc
     assert "| The answer corrects the guess | Emotion | wrong->right 30, right->wrong 10 " in doc
     assert f"p = {report.sign_test(30, 10):.2g} | **held** |" in doc
