@@ -412,13 +412,14 @@ def observations(results: dict) -> list[str]:
             for ds, k, r in changes) + " of test outputs; where it rarely differs, GTA's score is its guess's, "
             "which SFT trains.")
     rl = [(ds, n, r) for ds, res in results.items() for n, r in res["runs"].items() if n in RL_RUNS]
-    collapsed = [(ds, n, r) for ds, n, r in rl if "predicted" in (r.get("answers") or {})
-                 and len(set(r["answers"]["predicted"]) - {"-"}) <= 1]
-    if collapsed:
-        out.append("- **Collapse onto one answer**: " + ", ".join(
-            f"{n} on {TITLES[ds]} (entropy {mean(r['metrics'][:EDGE], 'entropy') or 0:.2f} -> "
-            f"{mean(r['metrics'][-EDGE:], 'entropy') or 0:.2f} nats)" for ds, n, r in collapsed) +
-            " answers at most one label on the whole test subset.")
+    narrow = [(ds, n, r, len(set(a["predicted"]) - {"-"}), len(r["eval"]["confusion_matrix"]["labels"]) - 1)
+              for ds, n, r in rl if "predicted" in (a := r.get("answers") or {})]
+    narrow = [x for x in narrow if x[3] <= x[4] / 2]
+    if narrow:
+        out.append("- **Answers collapse onto a few labels**: " + ", ".join(
+            f"{n} on {TITLES[ds]} answers {used} of {k} labels (entropy "
+            f"{mean(r['metrics'][:EDGE], 'entropy') or 0:.2f} -> {mean(r['metrics'][-EDGE:], 'entropy') or 0:.2f} nats)"
+            for ds, n, r, used, k in narrow) + " on the whole test subset.")
     silent = [(ds, n, 1 - v) for ds, n, r in rl if (v := mean(r["metrics"][-EDGE:], "groups/informative")) is not None]
     if silent:
         ds, n, worst = max(silent, key=lambda x: x[2])

@@ -214,7 +214,8 @@ def test_a_collapsed_run_is_named(report, paper):
     res = _dataset(paper, "emotion")
     res["runs"]["grpo"]["answers"]["predicted"] = "1" * N  # one label on every example
     lines = report.observations({"emotion": res})
-    assert any(line.startswith("- **Collapse onto one answer**: grpo on Emotion") for line in lines)
+    assert ("- **Answers collapse onto a few labels**: grpo on Emotion answers 1 of 3 labels (entropy 1.00 -> 1.00 "
+            "nats) on the whole test subset.") in lines  # and only it: gta answers all three
     assert any("think span's median length is 2 tokens, and 100% of their think spans are the format line's word"
                in line for line in lines)
 
