@@ -13,9 +13,13 @@ import json
 import math
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from paper import CODES  # noqa: E402  (benchmarks/paper.py: the one-character label codes its results files keep)
+
 RESULTS, DOC, FIGS = ROOT / "benchmarks" / "results", ROOT / "docs" / "results.md", ROOT / "docs" / "figures"
 README = ROOT / "README.md"
 # README.md's blocks written by this script, each between its two marker lines
@@ -44,7 +48,6 @@ ABLATION = (("gta", "drop (eq. 11)", "conflict/sft_dropped"),
             ("gta-project", "project (PCGrad)", "conflict/sft_projected"),
             ("gta-none", "none", None))
 EDGE = 16  # steps averaged at the start and at the end of training
-CODES = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # paper.py's label_codes
 
 
 # ---------------------------------------------------------------------------------------------------- loading

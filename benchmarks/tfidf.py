@@ -42,7 +42,7 @@ def fit_and_score(train: list[data.Example], test: list[data.Example], seed: int
             # per test example, in the test subset's order (paper.py's answer summaries use the same), so
             # report.py can set an LLM run beside this baseline on the same examples (a paired interval)
             "correct": "".join("1" if g == p else "0" for g, p in zip(gold, pred)),
-                    "gold": label_codes(gold, labels), "predicted": label_codes(pred, labels)}
+            "gold": label_codes(gold, labels), "predicted": label_codes(pred, labels)}
 
 
 def main() -> None:
