@@ -25,7 +25,10 @@ def test_train_eval_predict(tmp_path, tiny_path, mech_data, capsys):
     assert any(line.startswith("business") and len(line.split()) == 5 for line in out.splitlines())
     preds = [json.loads(x) for x in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 8 and {"text", "gold", "guess", "think", "answer", "correct"} <= set(preds[0])
-    capsys.readouterr()
+    assert main(["eval", str(run), "--test-limit", "8", "--no-fast", "--output", str(tmp_path / "no-fast")]) == 0
+    no_fast = json.loads((tmp_path / "no-fast" / "metrics.json").read_text())
+    assert "fast" not in no_fast and no_fast["accuracy"] == metrics["accuracy"]
+    assert "fast     " not in capsys.readouterr().out
     assert main(["predict", str(run), "Shares in the bank rose 5% after profits beat forecasts"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1
     assert main(["predict", str(run), "--fast", "Shares rose 5%", "The striker scored twice"]) == 0
@@ -144,9 +147,13 @@ def test_eval_of_a_run_defaults_to_its_data_and_takes_an_earlier_checkpoint(tmp_
 
     assert main(["eval", str(run), "--test-limit", "6", "--output", str(tmp_path / "implicit")]) == 0
     assert main(["eval", str(run), "--dataset", "toy", "--data-dir", str(toy_data), "--text-column", "text",
-                 "--label-column", "label", "--test-limit", "6", "--output", str(tmp_path / "explicit")]) == 0
+                 "--label-column", "label", "--max-prompt-length", "160", "--test-limit", "6",
+                 "--output", str(tmp_path / "explicit")]) == 0
     implicit, explicit = read(tmp_path / "implicit"), read(tmp_path / "explicit")
-    assert implicit == explicit and implicit["dataset"] == "toy"
+    assert implicit == explicit and implicit["dataset"] == "toy" and implicit["max_prompt_length"] == 160
+    assert main(["eval", str(run), "--max-prompt-length", "96", "--test-limit", "6",
+                 "--output", str(tmp_path / "shorter")]) == 0  # a flag overrides the run's setting
+    assert read(tmp_path / "shorter")["max_prompt_length"] == 96
     assert main(["eval", str(run), "--checkpoint", "step-1", "--test-limit", "6", "--output",
                  str(tmp_path / "first")]) == 0
     assert read(tmp_path / "first")["checkpoint"] == "step-1"

@@ -269,3 +269,20 @@ def test_rl_forwards_run_without_dropout(tmp_path, tiny_path, toy_data):
     m = t.rl_step(t.plan.batch_indices(0), 0)
     assert modes and not any(modes)
     assert m["kl"] == 0.0 and m["clip_fraction"] == 0.0
+
+
+def test_evaluation_during_training_skips_the_fast_guess_pass(tiny_path, tokenizer, monkeypatch):
+    """training_metrics logs accuracy, F1 and the guess accuracy read from the outputs: it never pays for the
+    second pass over every prompt that `gta eval`'s fast block makes (about 40% of an evaluation's time)."""
+    out = "joy</guess><think>x</think><answer>joy</answer>"
+    monkeypatch.setattr(evaluate, "generate_outputs",
+                        lambda model, tok, texts, *a, **k: ([out for _ in texts], [False] * len(texts)))
+    calls = []
+    monkeypatch.setattr(evaluate, "score_labels", lambda *a, **k: calls.append(1) or ["joy"] * len(a[2]))
+    model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
+    examples = [Example("a", "joy"), Example("b", "anger")]
+    got = evaluate.training_metrics(model, tokenizer, examples, ["joy", "anger"], "gta", 8, 160)
+    assert got["eval/accuracy"] == 0.5 and got["eval/guess_accuracy"] == 0.5 and not calls
+    m, _ = evaluate.evaluate_examples(model, tokenizer, examples, ["joy", "anger"], "gta", 8, 160, False,
+                                      progress=False)  # gta eval: the fast block by default
+    assert calls and m["fast"]["accuracy"] == 0.5

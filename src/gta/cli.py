@@ -72,7 +72,7 @@ def cmd_eval(args) -> None:
         args.label_names = args.label_names or run_cfg.label_names
         args.label_column = args.label_column or run_cfg.label_column
         model, tokenizer, labels, template = clf.model, clf.tokenizer, clf.labels, clf.template
-        max_prompt, max_new, bf16 = clf.max_prompt_length, clf.max_new_tokens, clf.bf16
+        max_prompt, max_new, bf16 = args.max_prompt_length or clf.max_prompt_length, clf.max_new_tokens, clf.bf16
         instructions, system = clf.instructions, clf.system
         out_dir = Path(args.output or Path(args.run_dir) / "eval")
     elif args.model:
@@ -81,7 +81,7 @@ def cmd_eval(args) -> None:
         template = args.prompt or METHOD_TEMPLATE[args.method]
         if bf16_supported(dev):  # inference only: bf16 weights decode faster than autocast
             model = model.to(torch.bfloat16)
-        labels, max_prompt, max_new, bf16 = None, args.max_prompt_length, args.max_new_tokens or 128, False
+        labels, max_prompt, max_new, bf16 = None, args.max_prompt_length or 512, args.max_new_tokens or 128, False
         instructions, system = None, None
         vllm = None
         if args.engine == "vllm":  # the base model's own weights: nothing to push
@@ -115,9 +115,10 @@ def cmd_eval(args) -> None:
     examples = stratified_subset(splits[args.split], args.test_limit, args.seed)
     metrics, records = evaluate_examples(model, tokenizer, examples, labels, template, max_new, max_prompt, bf16,
                                          batch_size=args.batch_size, constrain_answer=args.constrain_answer,
-                                         instructions=instructions, system=system, vllm=vllm)
+                                         instructions=instructions, system=system, vllm=vllm, fast=args.fast)
     metrics.update({"dataset": args.dataset, "split": args.split, "test_limit": args.test_limit, "seed": args.seed,
                     "template": template, "model": args.model, "run_dir": args.run_dir,
+                    "max_prompt_length": max_prompt, "max_new_tokens": max_new,
                     **({"checkpoint": args.checkpoint} if args.checkpoint else {})})
     write_results(out_dir, metrics, records)
     print(format_report(metrics))
@@ -256,13 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="gta", choices=["sft", "grpo", "gta", "gta-rl"],
                    help="with --model: which method's prompt to use")
     p.add_argument("--prompt", default=None, choices=["direct", "think", "gta"], help="with --model: the prompt")
-    p.add_argument("--max-prompt-length", type=int, default=512)
-    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--max-prompt-length", type=int, default=None, help="default: the run's, else 512")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's, else 128")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--output", default=None, help="folder for eval/ results (default RUN_DIR/eval)")
     p.add_argument("--constrain-answer", action="store_true",
                    help="also score the answer constrained to the label set, after the reasoning as generated")
+    p.add_argument("--no-fast", dest="fast", action="store_false",
+                   help="skip the `fast` block of a GTA run (the guess constrained to the labels: a second pass over "
+                        "every prompt, about 40%% of the evaluation's time)")
     _add_engine_flags(p)
     p.set_defaults(func=cmd_eval)
 
