@@ -220,3 +220,16 @@ def test_the_your_data_walkthrough_commands_parse():
     for argv in commands:
         args, extra = build_parser().parse_known_args(argv)
         assert not extra, (argv, extra)
+
+
+def test_the_readme_main_job_is_what_its_timing_script_runs():
+    """benchmarks/main_job.py reads the main job's commands from README.md: a train, then evaluations, each
+    accepted by the CLI's parser."""
+    from conftest import _benchmark_script
+    from gta.cli import build_parser
+
+    commands = _benchmark_script("main_job").readme_commands()
+    assert [c[0] for c in commands] == ["train", "eval", "eval"]
+    for command in commands:
+        build_parser().parse_args(command)
+    assert commands[1][1] == "runs/quickstart" and "--output" in commands[2]
