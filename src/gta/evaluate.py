@@ -117,9 +117,10 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
                       progress: bool = True, constrain_answer: bool = False, instructions: str | None = None,
                       system: str | None = None, vllm=None, fast: bool = True) -> tuple[dict, list[dict]]:
     """Greedy outputs scored as written; for gta also `fast` (the guess constrained to the labels, no
-    reasoning: a second prefill of every prompt, about 40% of the evaluation's time; fast=False skips it); with constrain_answer (think, gta) also `constrained`: the answer constrained to the labels
-    after the reasoning as written (its examples/s count the generation too). `vllm`: the greedy outputs come from
-    that engine (the label scoring of `fast` and `constrained` stays on `model`)."""
+    reasoning: a second prefill of every prompt, about 40% of the evaluation's time; fast=False skips it); with
+    constrain_answer (think, gta) also `constrained`: the answer constrained to the labels after the reasoning as
+    written (its examples/s count the generation too). `vllm`: the greedy outputs come from that engine (the label
+    scoring of `fast` and `constrained` stays on `model`)."""
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
     if constrain_answer:
@@ -161,14 +162,14 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
         "confusion_matrix": {"labels": labels + [INVALID],
                              "matrix": confusion_matrix(gold, answer, labels=labels + [INVALID]).tolist()},
     }
-    if fast and template == "gta":  # fast inference: the guess, constrained to the label set (direct outputs are short anyway)
+    if fast and template == "gta":  # fast inference: the guess constrained to the label set (direct outputs are short)
         t0 = time.perf_counter()
-        fast = score_labels(model, tokenizer, texts, labels, FAST_CLOSING[template], bf16, batch_size, progress)
+        guessed = score_labels(model, tokenizer, texts, labels, FAST_CLOSING[template], bf16, batch_size, progress)
         seconds = time.perf_counter() - t0
-        for r, f in zip(records, fast):
+        for r, f in zip(records, guessed):
             r["fast"] = f
-        metrics["fast"] = {"accuracy": accuracy_score(gold, fast),
-                           "f1_weighted": f1_score(gold, fast, labels=labels, average="weighted", zero_division=0),
+        metrics["fast"] = {"accuracy": accuracy_score(gold, guessed),
+                           "f1_weighted": f1_score(gold, guessed, labels=labels, average="weighted", zero_division=0),
                            "examples_per_s": len(examples) / seconds if seconds > 0 else None}
     if constrain_answer:
         t0 = time.perf_counter()
