@@ -273,7 +273,7 @@ def test_rl_forwards_run_without_dropout(tmp_path, tiny_path, toy_data):
 
 def test_evaluation_during_training_skips_the_fast_guess_pass(tiny_path, tokenizer, monkeypatch):
     """training_metrics logs accuracy, F1 and the guess accuracy read from the outputs: it never pays for the
-    second pass over every prompt that `gta eval`'s fast block makes (about 40% of an evaluation's time)."""
+    second pass over every prompt that `gta eval`'s fast block makes."""
     out = "joy</guess><think>x</think><answer>joy</answer>"
     monkeypatch.setattr(evaluate, "generate_outputs",
                         lambda model, tok, texts, *a, **k: ([out for _ in texts], [False] * len(texts)))

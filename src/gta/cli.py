@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score the answer constrained to the label set, after the reasoning as generated")
     p.add_argument("--no-fast", dest="fast", action="store_false",
                    help="skip the `fast` block of a GTA run (the guess constrained to the labels: a second pass over "
-                        "every prompt, about 40%% of the evaluation's time)")
+                        "every prompt)")
     _add_engine_flags(p)
     p.set_defaults(func=cmd_eval)
 

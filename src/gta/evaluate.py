@@ -117,7 +117,7 @@ def evaluate_examples(model, tokenizer, examples: list[data.Example], labels: li
                       progress: bool = True, constrain_answer: bool = False, instructions: str | None = None,
                       system: str | None = None, vllm=None, fast: bool = True) -> tuple[dict, list[dict]]:
     """Greedy outputs scored as written; for gta also `fast` (the guess constrained to the labels, no
-    reasoning: a second prefill of every prompt, about 40% of the evaluation's time; fast=False skips it); with
+    reasoning: a second prefill of every prompt, which fast=False skips); with
     constrain_answer (think, gta) also `constrained`: the answer constrained to the labels after the reasoning as
     written (its examples/s count the generation too). `vllm`: the greedy outputs come from that engine (the label
     scoring of `fast` and `constrained` stays on `model`)."""
