@@ -8,14 +8,12 @@ The install line is not run (the packages must already be installed): the minute
 commands. `--emulate-no-bf16` runs them as on a CPU without native bf16 and without AVX-512 (e.g. AMD Zen 3):
 torch's bf16 probes answer False (so training and inference take the float32 path `gta` takes there) and torch,
 oneDNN and MKL are held to AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS). It is a proxy,
-not that CPU: clocks, caches and memory differ (on a Zen 4 it ran a GTA step of the main job in ~22 s, where a
-Zen 3 was measured at ~25 s). Let nothing else share the CPU while it runs.
+not that CPU: clocks, caches and memory differ. Let nothing else share the CPU while it runs.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import shutil
@@ -27,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paper import code_version, machine  # noqa: E402  (benchmarks/paper.py: the same records as the paper runs)
+from paper import code_version, gta, gta_env, machine  # noqa: E402  (benchmarks/paper.py: as the paper runs do)
 
 EMULATE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 NO_BF16 = ("import sys, torch; torch.cpu._is_avx512_bf16_supported = lambda: False; "
@@ -50,8 +48,8 @@ def readme_commands(readme: Path = ROOT / "README.md") -> list[list[str]]:
 
 
 def run(args: list[str], folder: Path, emulate: bool) -> float:
-    env = dict(os.environ, **(EMULATE_ENV if emulate else {}))
-    cmd = [sys.executable, "-c", NO_BF16, *args] if emulate else [sys.executable, "-m", "gta", *args]
+    env = {**gta_env(), **(EMULATE_ENV if emulate else {})}  # this checkout's src/, whose commit is recorded
+    cmd = [sys.executable, "-c", NO_BF16, *args] if emulate else gta(*args)
     print("$ gta " + shlex.join(args), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=folder, env=env, check=True)
