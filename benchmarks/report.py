@@ -266,6 +266,8 @@ def verdicts(results: dict, seeds: dict, tfidf: dict) -> list[str]:
         if "gta" in runs and "grpo" in runs:
             train, held = ({n: mean(runs[n]["metrics"], k) for n in ("gta", "grpo")}
                            for k in ("reward/accuracy", "eval/accuracy"))
+            if None in (*train.values(), *held.values()):  # a run without held-out evaluations: nothing to compare
+                continue
             diff = held["gta"] - held["grpo"]
             # the interval of one held-out evaluation's difference (eval_limit examples each): the curve's points
             # score the same examples, so their mean is no surer than one point, at worst
