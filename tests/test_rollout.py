@@ -199,3 +199,64 @@ def test_cache_paths_use_the_installed_transformers_names(tiny_path, tokenizer):
         ids, mask = rollout.generate(model, prompts, 2, 4, [-1], tokenizer.pad_token_id, temperature=0.0)
         rollout.shared_prefix_logprobs(model, prompts, [(ids, mask, 2)], bf16=False)
         rollout.packed_suffix_logprobs(model, prompts, [[5, 6], [7]])
+
+
+SHARED = ["You are a classifier. Labels: sport, business, tech. Text: the match ended 2-1.",
+          "You are a classifier. Labels: sport, business, tech. Text: stocks fell sharply on Monday after the report.",
+          "You are a classifier. Labels: sport, business, tech. Text: a new phone."]
+
+
+def _both(tokenizer):
+    """The same prompts encoded with their common prefix as shared columns, and without."""
+    shared = rollout.encode_prompts(tokenizer, SHARED, "cpu")
+    plain = rollout.encode_prompts(tokenizer, SHARED, "cpu", share_prefix=False)
+    return shared, plain
+
+
+def test_batch_prefix_is_found_and_each_row_keeps_its_tokens(tokenizer):
+    shared, plain = _both(tokenizer)
+    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in SHARED]
+    assert plain.shared == 0 and shared.shared == rollout.common_prefix_length(rows) > 10
+    assert shared.token_lists() == plain.token_lists() == rows
+    assert torch.equal(shared.lengths, plain.lengths)
+    assert bool((shared.attention_mask[:, :shared.shared] == 1).all())
+    # one prompt, or prompts with nothing in common: nothing shared; a prompt that is all prefix keeps a token
+    assert rollout.encode_prompts(tokenizer, SHARED[:1], "cpu").shared == 0
+    assert rollout.encode_prompts(tokenizer, ["Stocks fell.", "Classify this."], "cpu").shared == 0
+    short = rollout.encode_prompts(tokenizer, ["Text: a", "Text: a b c"], "cpu")
+    assert short.token_lists() == [tokenizer(t, add_special_tokens=False)["input_ids"] for t in ["Text: a", "Text: a b c"]]
+    assert short.shared == len(tokenizer("Text: a", add_special_tokens=False)["input_ids"]) - 1
+
+
+def test_batch_prefix_computed_once_gives_the_same_rollouts_log_probs_and_gradients(tiny_path, tokenizer):
+    """The shared prefix computed once and expanded to the rows: the same prefill, greedy and sampled completions,
+    update-pass and label-target log-probs and gradients, and label scores as every row computing it."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
+    shared, plain = _both(tokenizer)
+    params = list(model.parameters())
+    with torch.no_grad():
+        (kv_a, last_a), (kv_b, last_b) = rollout.prompt_forward(model, shared), rollout.prompt_forward(model, plain)
+        assert torch.allclose(last_a, last_b, atol=1e-4)
+        for (ka, va), (kb, vb) in zip(kv_a, kv_b):  # the same keys and values on every real token
+            m = shared.attention_mask.bool()
+            assert torch.allclose(ka.transpose(1, 2)[m], kb.transpose(1, 2)[plain.attention_mask.bool()], atol=1e-4)
+            assert torch.allclose(va.transpose(1, 2)[m], vb.transpose(1, 2)[plain.attention_mask.bool()], atol=1e-4)
+    greedy = [rollout.generate(model, p, 2, 10, [-1], tokenizer.pad_token_id, temperature=0.0)[0] for p in (shared, plain)]
+    assert torch.equal(*greedy)
+    G = 3
+    ids, cmask = rollout.generate(model, shared, G, 8, [tokenizer.eos_token_id], tokenizer.pad_token_id, 1.0,
+                                  torch.Generator().manual_seed(0))
+    target, tmask = rollout.pad_right([[5, 17, 9, 2], [33, 8], [7]], tokenizer.pad_token_id, "cpu")
+    out = []
+    for p in (shared, plain):
+        logp, = rollout.shared_prefix_logprobs(model, p, [(ids, cmask, G)], rows_per_chunk=4)
+        guess = rollout.sequence_logprobs(model, p, target, tmask)
+        loss = (logp * torch.linspace(-1, 1, logp.shape[0])[:, None]).sum() + (guess * torch.arange(1.0, 5.0)).sum()
+        out.append((logp, guess, torch.autograd.grad(loss, params)))
+    (la, ga, grads_a), (lb, gb, grads_b) = out
+    assert torch.allclose(la, lb, atol=1e-5) and torch.allclose(ga, gb, atol=1e-5)
+    for a, b in zip(grads_a, grads_b):
+        assert torch.allclose(a, b, atol=1e-5 * float(b.abs().max()), rtol=1e-4)
+    with torch.no_grad():
+        scores = [rollout.packed_suffix_logprobs(model, p, [[5, 6], [7], [9, 10, 11]]) for p in (shared, plain)]
+    assert torch.allclose(*scores, atol=1e-4)

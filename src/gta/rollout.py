@@ -5,6 +5,11 @@ expanded to G rows, both when sampling (one prefill per prompt, not G) and in th
 prompt forward per group, gradients flowing back through the shared cache). Logits are computed only
 where they predict completion tokens. Shapes: B prompts, G samples, P prompt tokens, L completion tokens,
 V vocabulary, N = B*G rows.
+
+The B prompts of a batch share their first tokens too (the chat template, the instructions and the label list come
+before the text): `encode_prompts` finds that common prefix, and every prompt pass computes it once, as one row,
+and expands its keys and values to the B rows (gradients summed back into the one row), so a batch pays for the
+instructions once instead of B times.
 """
 from __future__ import annotations
 
@@ -26,8 +31,9 @@ CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "
 
 @dataclass
 class Prompts:
-    input_ids: torch.Tensor  # (B, P) left-padded
+    input_ids: torch.Tensor  # (B, P): the shared prefix, then each prompt's other tokens left-padded
     attention_mask: torch.Tensor  # (B, P) 1 on real tokens
+    shared: int = 0  # the first `shared` columns are the same tokens in every row (no padding): computed once
 
     @property
     def lengths(self) -> torch.Tensor:  # (B,) real prompt tokens = position id of the first completion token
@@ -38,15 +44,30 @@ class Prompts:
         return [row[m.bool()].tolist() for row, m in zip(self.input_ids, self.attention_mask)]
 
 
-def encode_prompts(tokenizer, prompts: list[str], device) -> Prompts:
+def common_prefix_length(rows: list[list[int]]) -> int:
+    """The number of leading tokens every row has in common."""
+    n = min(len(r) for r in rows)
+    for j in range(n):
+        if any(r[j] != rows[0][j] for r in rows):
+            return j
+    return n
+
+
+def encode_prompts(tokenizer, prompts: list[str], device, share_prefix: bool = True) -> Prompts:
+    """The prompts' tokens, (B, P). share_prefix: the tokens all B > 1 prompts begin with (at least one token of
+    each prompt left after them) become `shared` columns, computed once per pass (`prefix_cache`); each prompt's
+    other tokens are left-padded after them. Off where the number of forwards must not depend on the data (the
+    policy's passes under FSDP2, where each forward all-gathers every layer on every process)."""
     rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    shared = min(common_prefix_length(rows), min(len(r) for r in rows) - 1) if share_prefix and len(rows) > 1 else 0
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
+    ids[:, :shared], mask[:, :shared] = torch.tensor(rows[0][:shared]), 1
     for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
-    return Prompts(ids.to(device), mask.to(device))
+        ids[i, width - len(r) + shared:] = torch.tensor(r[shared:])
+        mask[i, width - len(r) + shared:] = 1
+    return Prompts(ids.to(device), mask.to(device), max(shared, 0))
 
 
 def pad_right(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,12 +119,27 @@ class RecomputeSafeLayer(DynamicLayer):
         return self._out
 
 
+def prefix_cache(model, prompts: Prompts) -> tuple[Cache, int]:
+    """The cache the prompts' forward starts from, and the column it starts at: the shared prefix's keys and values,
+    computed from one row and expanded to the B rows (a view: its backward sums the rows' gradients into that
+    row), or an empty cache at column 0."""
+    S = prompts.shared
+    if not S:
+        return Cache(layer_class_to_replicate=RecomputeSafeLayer), 0
+    head = model(input_ids=prompts.input_ids[:1, :S], position_ids=torch.arange(S, device=prompts.input_ids.device)[None],
+                 use_cache=True, logits_to_keep=1, **{CACHE: Cache(layer_class_to_replicate=RecomputeSafeLayer)})
+    B = prompts.input_ids.shape[0]
+    return Cache(layers=[RecomputeSafeLayer(layer.keys.expand(B, -1, -1, -1), layer.values.expand(B, -1, -1, -1))
+                         for layer in getattr(head, CACHE).layers]), S
+
+
 def prompt_forward(model, prompts: Prompts):
-    """One forward over the B prompts. Returns the per-layer (key, value) tensors and the logits of the
-    last prompt position, (B, V), which predict the first completion token."""
+    """One forward over the B prompts (after their shared prefix's, if any). Returns the per-layer (key, value)
+    tensors and the logits of the last prompt position, (B, V), which predict the first completion token."""
     pos = (prompts.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    out = model(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask, position_ids=pos,
-                use_cache=True, logits_to_keep=1, **{CACHE: Cache(layer_class_to_replicate=RecomputeSafeLayer)})
+    cache, S = prefix_cache(model, prompts)
+    out = model(input_ids=prompts.input_ids[:, S:], attention_mask=prompts.attention_mask, position_ids=pos[:, S:],
+                use_cache=True, logits_to_keep=1, **{CACHE: cache})
     kv = [(layer.keys, layer.values) for layer in getattr(out, CACHE).layers]
     return kv, out.logits[:, -1]
 
@@ -311,17 +347,20 @@ def shared_prefix_logprobs(model, prompts: Prompts, suffixes: list[tuple[torch.T
 def sequence_logprobs(model, prompts: Prompts, ids: torch.Tensor, mask: torch.Tensor,
                       bf16: bool = False) -> torch.Tensor:
     """Log-probs of one suffix per prompt (a label target), (B, L), 0 where mask is 0, from one forward over
-    prompt + suffix. Differentiable when grad is enabled.
+    prompt + suffix (after the batch's shared prefix, computed once: `prefix_cache`). Differentiable when grad is
+    enabled.
 
-    With one suffix per prompt there is nothing to share, and one forward is a little cheaper than the prompt
+    With one suffix per prompt there is nothing else to share, and one forward is a little cheaper than the prompt
     forward plus a suffix forward on its cache (`shared_prefix_logprobs` with k = 1), whose graph has two pieces,
     each writing a full set of weight gradients that are then added (`benchmarks/investigations/guess_pass.py`, docs/speed-log.md)."""
     device = prompts.input_ids.device
     attn = torch.cat([prompts.attention_mask, mask], dim=1)  # prompts left-padded, suffixes right-padded
     pos = (attn.cumsum(dim=1) - 1).clamp(min=0)
     with autocast(device, bf16), attention_backend(device):
-        logits = model(input_ids=torch.cat([prompts.input_ids, ids], dim=1), attention_mask=attn, position_ids=pos,
-                       use_cache=False, logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # the last prompt token predicts suffix token 0
+        cache, S = prefix_cache(model, prompts) if prompts.shared else (None, 0)  # the shared prefix: once
+        logits = model(input_ids=torch.cat([prompts.input_ids[:, S:], ids], dim=1), attention_mask=attn,
+                       position_ids=pos[:, S:], use_cache=cache is not None, **({CACHE: cache} if S else {}),
+                       logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # the last prompt token predicts suffix token 0
         return token_logprobs(logits, ids) * mask
 
 

@@ -344,7 +344,10 @@ class Trainer:
         return sum(len(self.target(i, closing)) for i in idx) if self.cfg.sft_reduction == "mean" else len(idx)
 
     def encode(self, ids: list[int]) -> rollout.Prompts:
-        return rollout.encode_prompts(self.tokenizer, [self.prompts[i] for i in ids], self.device)
+        # the batch's common prefix (template, instructions, labels) computed once per pass; not under FSDP2, where
+        # every process must run the same number of forwards whatever its prompts (rollout.encode_prompts)
+        return rollout.encode_prompts(self.tokenizer, [self.prompts[i] for i in ids], self.device,
+                                      share_prefix=not self.engine.sharded)
 
     def target_loss(self, ids: list[int], closing: str, normaliser: int, encoded=None) -> torch.Tensor:
         """The SFT loss of the examples' targets (sft: the label; gta: the guess), this process's share."""
