@@ -37,7 +37,7 @@ from gta.models import load_tokenizer, resolve, stop_token_ids
 from gta.prompts import make_prompts, target_ids
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: paper.py
-from paper import machine  # noqa: E402
+from paper import code_version, machine  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -130,7 +130,7 @@ def main() -> None:
     for name, ratio in ratios.items():
         print(f"  {name:10s} {med[name + '_shared']:7.3f}  vs {med[name + '_plain']:7.3f}   {ratio:.2f}x")
     if args.json:
-        out = {"machine": cpu, "precision": "bf16" if bf16 else "fp32", "args": vars(args), "shared_tokens": shared,
+        out = {"code": code_version(), "machine": cpu, "precision": "bf16" if bf16 else "fp32", "args": vars(args), "shared_tokens": shared,
                "completion_lengths": lengths.int().tolist(), "seconds": times, "median_s": med, "ratios": ratios}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
