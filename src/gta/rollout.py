@@ -59,7 +59,7 @@ def encode_prompts(tokenizer, prompts: list[str], device, share_prefix: bool = T
     other tokens are left-padded after them. Off where the number of forwards must not depend on the data (the
     policy's passes under FSDP2, where each forward all-gathers every layer on every process)."""
     rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    shared = min(common_prefix_length(rows), min(len(r) for r in rows) - 1) if share_prefix and len(rows) > 1 else 0
+    shared = max(0, min(common_prefix_length(rows), min(len(r) for r in rows) - 1)) if share_prefix and len(rows) > 1 else 0
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -67,7 +67,7 @@ def encode_prompts(tokenizer, prompts: list[str], device, share_prefix: bool = T
     for i, r in enumerate(rows):
         ids[i, width - len(r) + shared:] = torch.tensor(r[shared:])
         mask[i, width - len(r) + shared:] = 1
-    return Prompts(ids.to(device), mask.to(device), max(shared, 0))
+    return Prompts(ids.to(device), mask.to(device), shared)
 
 
 def pad_right(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -357,10 +357,11 @@ def sequence_logprobs(model, prompts: Prompts, ids: torch.Tensor, mask: torch.Te
     attn = torch.cat([prompts.attention_mask, mask], dim=1)  # prompts left-padded, suffixes right-padded
     pos = (attn.cumsum(dim=1) - 1).clamp(min=0)
     with autocast(device, bf16), attention_backend(device):
-        cache, S = prefix_cache(model, prompts) if prompts.shared else (None, 0)  # the shared prefix: once
+        S = prompts.shared  # the shared prefix: computed once, the rows' forward on its cache
+        cache = {"use_cache": True, CACHE: prefix_cache(model, prompts)[0]} if S else {"use_cache": False}
         logits = model(input_ids=torch.cat([prompts.input_ids[:, S:], ids], dim=1), attention_mask=attn,
-                       position_ids=pos[:, S:], use_cache=cache is not None, **({CACHE: cache} if S else {}),
-                       logits_to_keep=ids.shape[1] + 1).logits[:, :-1]  # the last prompt token predicts suffix token 0
+                       position_ids=pos[:, S:], logits_to_keep=ids.shape[1] + 1,
+                       **cache).logits[:, :-1]  # the last prompt token predicts suffix token 0
         return token_logprobs(logits, ids) * mask
 
 
