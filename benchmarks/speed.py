@@ -204,6 +204,19 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
+def interleaved(variants: dict, repeats: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Each variant run once to warm up, then `repeats` rounds of every variant in turn (a drift in the machine's
+    speed touches them alike), each round printed. Returns every variant's seconds and their medians."""
+    for fn in variants.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(repeats):
+        for name, fn in variants.items():
+            times[name].append(timed(fn)[0])
+        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+    return times, {k: statistics.median(v) for k, v in times.items()}
+
+
 def whole_steps(n: int, data_dir: str) -> dict:
     """benchmarks/steps.py in a process of its own, run before this one loads a model: its three-model process
     needs most of the machine's memory (13.7 GiB in float32, steps-epyc-zen3-fp32-*.json), and memory this

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -38,8 +36,10 @@ from gta.prompts import make_prompts, target_ids
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: paper.py
 from paper import code_version, machine  # noqa: E402
+from speed import interleaved  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+PASSES = ("rollout", "reference", "update", "guess", "eval")
 
 
 def main() -> None:
@@ -111,27 +111,16 @@ def main() -> None:
 
         return {"rollout": sample, "reference": reference, "update": update, "guess": guess_pass, "eval": evaluate}
 
-    variants = {f"{name}_{'shared' if share else 'plain'}": fn
-                for name in ("rollout", "reference", "update", "guess", "eval")
-                for share in (True, False) for fn in [passes(share)[name]]}
-    for fn in variants.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for r in range(args.repeats):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratios = {name: med[f"{name}_shared"] / med[f"{name}_plain"] for name in ("rollout", "reference", "update",
-                                                                               "guess", "eval")}
+    both = {"shared": passes(True), "plain": passes(False)}
+    variants = {f"{name}_{way}": both[way][name] for name in PASSES for way in both}  # each pass's two ways in turn
+    times, med = interleaved(variants, args.repeats)
+    ratios = {name: med[f"{name}_shared"] / med[f"{name}_plain"] for name in PASSES}
     print("\nmedian seconds, prefix computed once vs by every row (ratio = shared / plain):")
     for name, ratio in ratios.items():
         print(f"  {name:10s} {med[name + '_shared']:7.3f}  vs {med[name + '_plain']:7.3f}   {ratio:.2f}x")
     if args.json:
-        out = {"code": code_version(), "machine": cpu, "precision": "bf16" if bf16 else "fp32", "args": vars(args), "shared_tokens": shared,
-               "completion_lengths": lengths.int().tolist(), "seconds": times, "median_s": med, "ratios": ratios}
+        out = {"code": code_version(), "machine": cpu, "precision": "bf16" if bf16 else "fp32", "args": vars(args),
+               "shared_tokens": shared, "completion_lengths": lengths.int().tolist(), "seconds": times, "median_s": med, "ratios": ratios}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
         print(f"wrote {args.json}")

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -37,6 +35,7 @@ import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: paper.py, speed.py
 from paper import machine  # noqa: E402
+from speed import interleaved  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -110,16 +109,7 @@ def main() -> None:
     default = torch.optim.AdamW(params, lr=1e-5)
     variants = {"sft_ours": sft_ours, "sft_previous": sft_previous, "gta_ours": gta_ours,
                 "gta_previous": gta_previous, "adamw_fused": fused.step, "adamw_default": default.step}
-    for fn in variants.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for r in range(args.repeats):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times, med = interleaved(variants, args.repeats)
     pairs = {"sft_vs_previous": ("sft_ours", "sft_previous"), "gta_vs_previous": ("gta_ours", "gta_previous"),
              "adamw_fused_vs_default": ("adamw_fused", "adamw_default")}
     ratios = {key: med[ours] / med[other] for key, (ours, other) in pairs.items()}
